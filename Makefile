@@ -1,0 +1,56 @@
+# sekuire-opa: every target sets up what it needs.
+PYTHON      ?= python3
+VENV        := .venv
+BIN         := $(VENV)/bin
+TOOLS       := $(CURDIR)/.tools/bin
+OPA_VERSION := v1.22.3
+OPA         := $(TOOLS)/opa
+export PATH := $(TOOLS):$(PATH)
+export SEKUIRE_OPA := $(OPA)
+
+.PHONY: setup opa test rego-test pytest demo bench lint fuzz clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+# The real OPA, pinned, in a git-ignored tool folder; a no-op when it is already there.
+opa: $(OPA)
+
+$(OPA):
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/open-policy-agent/opa@$(OPA_VERSION)
+	$(OPA) version | head -1
+
+test: setup opa rego-test pytest
+
+# Render the Rego library for a test workspace and run its _test.rego files with the real OPA.
+rego-test: setup opa
+	rm -rf build/rego-test
+	$(BIN)/python -m sekuire.compiler.regolib build/rego-test
+	$(OPA) check --strict build/rego-test
+	$(OPA) test --v0-compatible=false build/rego-test
+
+pytest: setup opa
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/python examples/demo.py
+
+bench: setup opa
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+lint: setup opa
+	rm -rf build/rego-lint
+	$(BIN)/python -m sekuire.compiler.regolib build/rego-lint
+	$(OPA) fmt --list --fail build/rego-lint
+	$(OPA) check --strict build/rego-lint
+
+fuzz: setup
+	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
+
+clean:
+	rm -rf build .bench .pytest_cache .hypothesis
