@@ -97,15 +97,18 @@ class Keyring:
         atomic_write(self.path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
 
 
-def resolve_keyring(keyring: Keyring | str | os.PathLike[str] | None) -> Keyring:
-    """A Keyring object as given, a file path, or the environment/user default (empty if absent)."""
+def resolve_keyring(keyring: Keyring | str | os.PathLike[str] | None, *, missing_ok: bool = False) -> Keyring:
+    """A Keyring object as given, a file path, or the environment/user default (empty if absent).
+
+    A named file must exist unless ``missing_ok`` (``pull`` creates the keyring it pins keys in).
+    """
     if isinstance(keyring, Keyring):
         return keyring
     if keyring is not None:
-        return Keyring.load(keyring)
+        return Keyring.load(keyring, missing_ok=missing_ok)
     env = os.environ.get(DEFAULT_KEYRING_ENV)
     if env:
-        return Keyring.load(env)
+        return Keyring.load(env, missing_ok=missing_ok)
     return Keyring.load(default_keyring_path(), missing_ok=True)
 
 

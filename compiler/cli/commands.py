@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
+from . import keys_cmd, policy_cmd
 
 __all__ = ["MODULES"]
 
-MODULES: list = []
+MODULES = [policy_cmd, keys_cmd]

@@ -1,0 +1,112 @@
+"""HTTP access to a policy backend (or a static tree published by ``sekuire publish``).
+
+Endpoints (DESIGN.md section 7):
+- ``GET {backend}/v1/workspaces/{ws}/policies/active`` -> policy.json
+- ``GET {backend}/v1/keys/{key_id}`` -> ``{"key_id", "algorithm": "ed25519", "public_key": "<hex>"}``
+
+Only fetching and shape checks live here; verification is the caller's
+(:func:`sekuire.compiler.parse_policy`). Third-party errors become BackendError.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from .canonical import strict_loads
+from .errors import BackendError, PolicyFormatError
+from .policy import MAX_POLICY_BYTES
+
+__all__ = [
+    "DEFAULT_BACKEND",
+    "DEFAULT_TIMEOUT",
+    "Fetched",
+    "active_policy_url",
+    "fetch_active_policy_document",
+    "fetch_public_key",
+    "key_url",
+    "parse_key_document",
+]
+
+DEFAULT_BACKEND = "https://api.sekuire.ai"
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+_HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A fetched JSON document; ``document`` is None when the server answered 304 Not Modified."""
+
+    url: str
+    document: Any
+    etag: str | None
+    body: bytes = b""
+
+
+def active_policy_url(backend: str, workspace_id: str) -> str:
+    return f"{backend.rstrip('/')}/v1/workspaces/{quote(workspace_id, safe='')}/policies/active"
+
+
+def key_url(backend: str, key_id: str) -> str:
+    return f"{backend.rstrip('/')}/v1/keys/{quote(key_id, safe='')}"
+
+
+def _decode(url: str, response: httpx.Response, limit: int) -> Any:
+    if response.status_code == 404:
+        raise BackendError("not found (404)", source=url)
+    if response.status_code >= 400:
+        raise BackendError(f"HTTP {response.status_code}", source=url)
+    body = response.content
+    if len(body) > limit:
+        raise BackendError(f"response larger than {limit} bytes", source=url)
+    try:
+        return strict_loads(body)
+    except PolicyFormatError as exc:
+        raise BackendError(str(exc), source=url) from None
+
+
+def _get(client: httpx.Client | None, url: str, headers: dict[str, str]) -> httpx.Response:
+    try:
+        if client is None:
+            with httpx.Client(timeout=DEFAULT_TIMEOUT) as own:
+                return own.get(url, headers=headers)
+        return client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise BackendError(f"request failed: {exc.__class__.__name__}: {exc}", source=url) from None
+
+
+def fetch_active_policy_document(
+    backend: str, workspace_id: str, *, client: httpx.Client | None = None, etag: str | None = None
+) -> Fetched:
+    url = active_policy_url(backend, workspace_id)
+    headers = {"Accept": "application/json"}
+    if etag:
+        headers["If-None-Match"] = etag
+    response = _get(client, url, headers)
+    if response.status_code == 304:
+        return Fetched(url=url, document=None, etag=etag)
+    document = _decode(url, response, MAX_POLICY_BYTES)
+    return Fetched(url=url, document=document, etag=response.headers.get("ETag"), body=response.content)
+
+
+def parse_key_document(url: str, key_id: str, document: Any) -> bytes:
+    if not isinstance(document, dict):
+        raise BackendError("expected a JSON object", source=url)
+    if document.get("algorithm", "ed25519") != "ed25519":
+        raise BackendError("algorithm must be 'ed25519'", source=url, pointer="/algorithm")
+    if document.get("key_id", key_id) != key_id:
+        raise BackendError(f"answered for key {document.get('key_id')!r}, not {key_id!r}", source=url, pointer="/key_id")
+    public = document.get("public_key")
+    if not isinstance(public, str) or not _HEX_KEY.match(public):
+        raise BackendError("expected 64 lower-case hex digits", source=url, pointer="/public_key")
+    return bytes.fromhex(public)
+
+
+def fetch_public_key(backend: str, key_id: str, *, client: httpx.Client | None = None) -> bytes:
+    url = key_url(backend, key_id)
+    response = _get(client, url, {"Accept": "application/json"})
+    return parse_key_document(url, key_id, _decode(url, response, 1 << 16))

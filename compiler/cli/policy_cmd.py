@@ -1,0 +1,220 @@
+"""``sekuire policy pull|validate|show|sign``: the seed's policy commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..backend import fetch_active_policy_document, fetch_public_key
+from ..canonical import strict_loads
+from ..errors import BackendError, PolicyError, PolicyFormatError
+from ..files import atomic_write, read_limited
+from ..integrity import sign_document
+from ..keyring import resolve_keyring
+from ..policy import MAX_POLICY_BYTES, Policy, parse_policy
+from .keys_cmd import read_seed
+from .options import add_backend_option, add_verify_options, backend_from, policy_from
+
+__all__ = ["register", "summary_lines"]
+
+DEFAULT_POLICY_FILE = "policy.json"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    policy = sub.add_parser("policy", help="pull, verify, inspect, sign and compile policy.json").add_subparsers(
+        dest="policy_command", metavar="SUBCOMMAND"
+    )
+    policy.required = True
+
+    pull = policy.add_parser("pull", help="download, verify and save a workspace's active policy")
+    pull.add_argument("--workspace", required=True, metavar="ID")
+    pull.add_argument("--out", default=DEFAULT_POLICY_FILE, metavar="FILE")
+    add_backend_option(pull)
+    add_verify_options(pull)
+    pull.set_defaults(handler=cmd_pull)
+
+    validate = policy.add_parser("validate", help="verify a policy.json's hash and signature")
+    validate.add_argument("--file", default=DEFAULT_POLICY_FILE, metavar="FILE")
+    add_verify_options(validate)
+    validate.set_defaults(handler=cmd_validate)
+
+    show = policy.add_parser("show", help="verify a policy.json and print its summary")
+    show.add_argument("--file", default=DEFAULT_POLICY_FILE, metavar="FILE")
+    show.add_argument("--json", action="store_true", help="print the verified document as JSON")
+    add_verify_options(show)
+    show.set_defaults(handler=cmd_show)
+
+    sign = policy.add_parser("sign", help="hash and sign a policy.json with an Ed25519 key")
+    sign.add_argument("--file", required=True, metavar="FILE", help="policy.json to sign (hash/signature are replaced)")
+    sign.add_argument("--key", required=True, metavar="FILE", help="Ed25519 private key file from `sekuire keys generate`")
+    sign.add_argument("--key-id", required=True, metavar="ID")
+    sign.add_argument("--out", metavar="FILE", help="where to write (default: overwrite --file)")
+    sign.set_defaults(handler=cmd_sign)
+
+
+def _warn(policy: Policy) -> None:
+    for warning in policy.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if policy.signature_status == "unsigned":
+        print(f"warning: policy {policy.policy_id} is UNSIGNED; accepted only because of --allow-unsigned", file=sys.stderr)
+
+
+def _integrity_label(policy: Policy) -> str:
+    return "hash/signature" if policy.signature_status == "verified" else "hash only, UNSIGNED"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    policy = policy_from(args, args.file)
+    _warn(policy)
+    print(f"Policy {policy.policy_id} (v{policy.version}) integrity verified ({_integrity_label(policy)})")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    policy = policy_from(args, args.file)
+    _warn(policy)
+    if args.json:
+        print(json.dumps(policy.document, indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(summary_lines(policy)))
+    return 0
+
+
+def _join(values: tuple[str, ...] | None) -> str:
+    return ", ".join(values) if values else "(none)"
+
+
+def summary_lines(policy: Policy) -> list[str]:
+    """The ``policy show`` block: what the policy allows, one domain a line."""
+    c = policy.content
+    signer = f"{policy.signing_key_id} (verified)" if policy.signature_status == "verified" else "UNSIGNED"
+    lines = [
+        f"Policy:      {policy.policy_id} (v{policy.version}, {policy.status})",
+        f"Workspace:   {policy.workspace_id}",
+        f"Hash:        {policy.hash}",
+        f"Signed by:   {signer}",
+    ]
+    models = c.agent.models if c.agent else None
+    lines.append(
+        "Models:      "
+        + (f"providers {_join(models.allowed_providers)}; models {_join(models.allowed_models) if models.allowed_models else 'any of those providers'}"
+           + (f"; denied {_join(models.denied_models)}" if models.denied_models else "")
+           if models else "none allowed (no agent.models section)")
+    )
+    caps = c.agent.capabilities if c.agent else None
+    tools = c.permissions.tools if c.permissions else None
+    if caps or tools:
+        allowed = (caps.allowed_tools if caps else ()) + (tools.allowed_tools if tools else ())
+        denied = (caps.denied_tools if caps else ()) + (tools.blocked_tools if tools else ())
+        lines.append(f"Tools:       allowed {_join(allowed)}; denied {_join(denied)}")
+    else:
+        lines.append("Tools:       none allowed (no tools section)")
+    net = c.permissions.network if c.permissions else None
+    if net is None:
+        lines.append("Network:     none allowed (no network section)")
+    elif not net.enabled:
+        lines.append("Network:     disabled")
+    else:
+        tls = "TLS required" if net.require_tls else "TLS optional"
+        lines.append(f"Network:     {tls}; allowed {_join(net.allowed_domains)}; blocked {_join(net.blocked_domains)}")
+    fs = c.permissions.filesystem if c.permissions else None
+    if fs is None:
+        lines.append("Filesystem:  none allowed (no filesystem section)")
+    elif not fs.enabled:
+        lines.append("Filesystem:  disabled")
+    else:
+        ops = "any operation" if fs.allowed_operations is None else f"operations {_join(fs.allowed_operations)}"
+        exts = f"; extensions {_join(fs.allowed_extensions)}" if fs.allowed_extensions else ""
+        lines.append(
+            f"Filesystem:  allowed {_join(fs.allowed_paths)}; blocked {_join(fs.blocked_paths)}{exts}; {ops}"
+        )
+    apis = c.permissions.apis if c.permissions else None
+    lines.append(
+        f"APIs:        allowed {_join(apis.allowed_apis)}; blocked {_join(apis.blocked_apis)}"
+        if apis
+        else "APIs:        none allowed (no apis section)"
+    )
+    limits = []
+    for name, section in (("requests", c.rate_limits.requests if c.rate_limits else None),
+                          ("tokens", c.rate_limits.tokens if c.rate_limits else None)):
+        if section is not None:
+            parts = [f"{section.max_per_minute}/min" if section.max_per_minute is not None else None,
+                     f"{section.max_per_hour}/h" if section.max_per_hour is not None else None]
+            limits.append(f"{name} " + ", ".join(p for p in parts if p))
+    lines.append(f"Rate limits: {'; '.join(limits) if limits else 'none'}")
+    comp = c.compliance
+    if comp is not None:
+        facts = list(comp.frameworks)
+        if comp.require_audit_logging:
+            facts.append("audit logging required")
+        if comp.data_residency:
+            facts.append(f"data residency {comp.data_residency}")
+        lines.append(f"Compliance:  {', '.join(facts) if facts else '(none)'}")
+    for name in sorted(policy.unknown_sections):
+        lines.append(f"Unknown:     {name} (kept, not enforced)")
+    return lines
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    source = args.file
+    try:
+        document = strict_loads(read_limited(Path(source), MAX_POLICY_BYTES))
+    except OSError as exc:
+        raise PolicyFormatError(exc.strerror or str(exc), source=source) from None
+    except PolicyFormatError as exc:
+        raise exc.with_source(source) from None
+    if not isinstance(document, dict) or not isinstance(document.get("content"), dict):
+        raise PolicyFormatError("expected an object", source=source, pointer="/content")
+    for field in ("policy_id", "workspace_id", "version"):
+        if not isinstance(document.get(field), str) or not document[field]:
+            raise PolicyFormatError("expected a non-empty string", source=source, pointer=f"/{field}")
+    document.setdefault("status", "active")
+    document.pop("signing_public_key", None)
+    signed = sign_document(document, read_seed(args.key), args.key_id)
+    # Prove the result verifies with the key we just used before writing anything.
+    from nacl.signing import SigningKey
+
+    from ..keyring import Keyring
+
+    public = bytes(SigningKey(read_seed(args.key)).verify_key)
+    parse_policy(signed, Keyring(keys={args.key_id: public}), source=source)
+    out = args.out or source
+    atomic_write(out, (json.dumps(signed, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    print(f"Signed policy {signed['policy_id']} (v{signed['version']}) with key {args.key_id}: {out}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    backend = backend_from(args)
+    keyring = resolve_keyring(args.keyring, missing_ok=True)
+    fetched = fetch_active_policy_document(backend, args.workspace)
+    document = fetched.document
+    key_id = document.get("signing_key_id") if isinstance(document, dict) else None
+    new_key = None
+    if isinstance(key_id, str) and key_id and keyring.get(key_id) is None and not args.trust_embedded_key:
+        new_key = fetch_public_key(backend, key_id)
+        keyring.pin(key_id, new_key)
+    policy = parse_policy(
+        document,
+        keyring,
+        allow_unsigned=args.allow_unsigned,
+        trust_embedded_key=args.trust_embedded_key,
+        source=fetched.url,
+    )
+    if policy.workspace_id != args.workspace:
+        raise PolicyError(
+            f"backend answered with workspace {policy.workspace_id!r}, not {args.workspace!r}",
+            source=fetched.url,
+            pointer="/workspace_id",
+        )
+    if policy.status != "active":
+        raise BackendError(f"policy status is {policy.status!r}, not 'active'", source=fetched.url, pointer="/status")
+    atomic_write(args.out, fetched.body)
+    if new_key is not None and keyring.path is not None:
+        keyring.save()
+    _warn(policy)
+    print(f"Saved active policy {policy.policy_id} (v{policy.version}) for workspace {policy.workspace_id} to {args.out}")
+    print(f"Signature: {'verified' if policy.signature_status == 'verified' else 'UNSIGNED'}")
+    return 0
