@@ -42,6 +42,9 @@ def _reject_constant(name: str) -> Any:
 def strict_loads(data: bytes | str) -> Any:
     """Parse JSON, rejecting duplicate keys and NaN/Infinity (which canonical JSON cannot carry)."""
     try:
+        if isinstance(data, bytes):
+            # json.loads would guess UTF-16/32 from the first bytes; the format is UTF-8 only.
+            data = data.decode("utf-8")
         return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except PolicyFormatError:
         raise

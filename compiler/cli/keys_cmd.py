@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ed25519 signs policy.json; RS256/PS256/ES256 sign OPA bundles (default: ed25519)",
     )
     gen.add_argument("--keyring", metavar="FILE", help="also pin the ed25519 public key in this keyring file")
-    gen.set_defaults(handler=cmd_generate)
+    gen.set_defaults(handler=_generate)
 
 
 def read_seed(path: str) -> bytes:
@@ -43,7 +43,7 @@ def read_seed(path: str) -> bytes:
     return bytes.fromhex(text)
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def _generate(args: argparse.Namespace) -> int:
     prefix = args.out
     if args.algorithm == "ed25519":
         from nacl.signing import SigningKey

@@ -33,25 +33,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     pull.add_argument("--out", default=DEFAULT_POLICY_FILE, metavar="FILE")
     add_backend_option(pull)
     add_verify_options(pull)
-    pull.set_defaults(handler=cmd_pull)
+    pull.set_defaults(handler=_pull)
 
     validate = policy.add_parser("validate", help="verify a policy.json's hash and signature")
     validate.add_argument("--file", default=DEFAULT_POLICY_FILE, metavar="FILE")
     add_verify_options(validate)
-    validate.set_defaults(handler=cmd_validate)
+    validate.set_defaults(handler=_validate)
 
     show = policy.add_parser("show", help="verify a policy.json and print its summary")
     show.add_argument("--file", default=DEFAULT_POLICY_FILE, metavar="FILE")
     show.add_argument("--json", action="store_true", help="print the verified document as JSON")
     add_verify_options(show)
-    show.set_defaults(handler=cmd_show)
+    show.set_defaults(handler=_show)
 
     sign = policy.add_parser("sign", help="hash and sign a policy.json with an Ed25519 key")
     sign.add_argument("--file", required=True, metavar="FILE", help="policy.json to sign (hash/signature are replaced)")
     sign.add_argument("--key", required=True, metavar="FILE", help="Ed25519 private key file from `sekuire keys generate`")
     sign.add_argument("--key-id", required=True, metavar="ID")
     sign.add_argument("--out", metavar="FILE", help="where to write (default: overwrite --file)")
-    sign.set_defaults(handler=cmd_sign)
+    sign.set_defaults(handler=_sign)
 
 
 def _warn(policy: Policy) -> None:
@@ -65,14 +65,14 @@ def _integrity_label(policy: Policy) -> str:
     return "hash/signature" if policy.signature_status == "verified" else "hash only, UNSIGNED"
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _validate(args: argparse.Namespace) -> int:
     policy = policy_from(args, args.file)
     _warn(policy)
     print(f"Policy {policy.policy_id} (v{policy.version}) integrity verified ({_integrity_label(policy)})")
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def _show(args: argparse.Namespace) -> int:
     policy = policy_from(args, args.file)
     _warn(policy)
     if args.json:
@@ -157,7 +157,7 @@ def summary_lines(policy: Policy) -> list[str]:
     return lines
 
 
-def cmd_sign(args: argparse.Namespace) -> int:
+def _sign(args: argparse.Namespace) -> int:
     source = args.file
     try:
         document = strict_loads(read_limited(Path(source), MAX_POLICY_BYTES))
@@ -186,7 +186,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pull(args: argparse.Namespace) -> int:
+def _pull(args: argparse.Namespace) -> int:
     backend = backend_from(args)
     keyring = resolve_keyring(args.keyring, missing_ok=True)
     fetched = fetch_active_policy_document(backend, args.workspace)
