@@ -26,6 +26,8 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "Fetched",
     "active_policy_url",
+    "afetch_active_policy_document",
+    "afetch_public_key",
     "fetch_active_policy_document",
     "fetch_public_key",
     "key_url",
@@ -69,6 +71,10 @@ def _decode(url: str, response: httpx.Response, limit: int) -> Any:
         raise BackendError(str(exc), source=url) from None
 
 
+def _request_failed(url: str, exc: httpx.HTTPError) -> BackendError:
+    return BackendError(f"request failed: {exc.__class__.__name__}: {exc}", source=url)
+
+
 def _get(client: httpx.Client | None, url: str, headers: dict[str, str]) -> httpx.Response:
     try:
         if client is None:
@@ -76,21 +82,45 @@ def _get(client: httpx.Client | None, url: str, headers: dict[str, str]) -> http
                 return own.get(url, headers=headers)
         return client.get(url, headers=headers)
     except httpx.HTTPError as exc:
-        raise BackendError(f"request failed: {exc.__class__.__name__}: {exc}", source=url) from None
+        raise _request_failed(url, exc) from None
+
+
+async def _aget(client: httpx.AsyncClient | None, url: str, headers: dict[str, str]) -> httpx.Response:
+    try:
+        if client is None:
+            async with httpx.AsyncClient(timeout=DEFAULT_TIMEOUT) as own:
+                return await own.get(url, headers=headers)
+        return await client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise _request_failed(url, exc) from None
+
+
+def _policy_headers(etag: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json"}
+    if etag:
+        headers["If-None-Match"] = etag
+    return headers
+
+
+def _policy_fetched(url: str, response: httpx.Response, etag: str | None) -> Fetched:
+    if response.status_code == 304:
+        return Fetched(url=url, document=None, etag=etag)
+    document = _decode(url, response, MAX_POLICY_BYTES)
+    return Fetched(url=url, document=document, etag=response.headers.get("ETag"), body=response.content)
 
 
 def fetch_active_policy_document(
     backend: str, workspace_id: str, *, client: httpx.Client | None = None, etag: str | None = None
 ) -> Fetched:
     url = active_policy_url(backend, workspace_id)
-    headers = {"Accept": "application/json"}
-    if etag:
-        headers["If-None-Match"] = etag
-    response = _get(client, url, headers)
-    if response.status_code == 304:
-        return Fetched(url=url, document=None, etag=etag)
-    document = _decode(url, response, MAX_POLICY_BYTES)
-    return Fetched(url=url, document=document, etag=response.headers.get("ETag"), body=response.content)
+    return _policy_fetched(url, _get(client, url, _policy_headers(etag)), etag)
+
+
+async def afetch_active_policy_document(
+    backend: str, workspace_id: str, *, client: httpx.AsyncClient | None = None, etag: str | None = None
+) -> Fetched:
+    url = active_policy_url(backend, workspace_id)
+    return _policy_fetched(url, await _aget(client, url, _policy_headers(etag)), etag)
 
 
 def parse_key_document(url: str, key_id: str, document: Any) -> bytes:
@@ -106,7 +136,16 @@ def parse_key_document(url: str, key_id: str, document: Any) -> bytes:
     return bytes.fromhex(public)
 
 
+_MAX_KEY_BYTES = 1 << 16
+
+
 def fetch_public_key(backend: str, key_id: str, *, client: httpx.Client | None = None) -> bytes:
     url = key_url(backend, key_id)
     response = _get(client, url, {"Accept": "application/json"})
-    return parse_key_document(url, key_id, _decode(url, response, 1 << 16))
+    return parse_key_document(url, key_id, _decode(url, response, _MAX_KEY_BYTES))
+
+
+async def afetch_public_key(backend: str, key_id: str, *, client: httpx.AsyncClient | None = None) -> bytes:
+    url = key_url(backend, key_id)
+    response = await _aget(client, url, {"Accept": "application/json"})
+    return parse_key_document(url, key_id, _decode(url, response, _MAX_KEY_BYTES))
