@@ -156,7 +156,8 @@ def static_http_server(directory: Path, handler: type[http.server.BaseHTTPReques
     """Serve ``directory`` on 127.0.0.1 (a real HTTP server); yields the base URL and stops it after."""
     handler_cls = handler or functools.partial(_QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll interval: shutdown() waits up to one interval, at every test teardown.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
