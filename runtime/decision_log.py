@@ -1,0 +1,285 @@
+"""Decision logs in OPA's event format, so the runtime's decisions land where OPA's do.
+
+An event is what OPA's decision-log plugin reports: ``decision_id`` (uuid4),
+``labels``, ``bundles`` (``{name: {"revision"}}``), ``path``, ``input``,
+``result`` (or ``error``), ``timestamp`` (RFC 3339, UTC). Sinks:
+
+- :class:`FileSink`: one JSON object per line, appended;
+- :class:`HTTPSink`: batches POSTed as a gzip-compressed JSON array, as OPA
+  uploads to a decision-log service (``Content-Encoding: gzip``, default
+  resource ``/logs``), from a background thread with a bounded buffer; when the
+  buffer is full, new events are dropped and counted, never blocking a decision;
+- :class:`LoggingSink`: each event as one INFO record of this module's logger.
+
+Logging never changes a decision: :class:`DecisionLogger` catches and counts
+every sink failure.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from ..compiler import __version__
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_BUFFER_SIZE",
+    "DEFAULT_FLUSH_INTERVAL",
+    "DEFAULT_RESOURCE",
+    "DecisionLogger",
+    "DecisionSink",
+    "FileSink",
+    "HTTPSink",
+    "LoggingSink",
+    "decision_event",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RESOURCE = "/logs"
+#: Events per upload.
+DEFAULT_BATCH_SIZE = 100
+#: Events held while the log service is slow or down; beyond this, new events are dropped and counted.
+DEFAULT_BUFFER_SIZE = 10_000
+#: Seconds between uploads of a partial batch.
+DEFAULT_FLUSH_INTERVAL = 1.0
+_MAX_BACKOFF = 30.0
+
+# One id per process, like OPA's per-instance label.
+_INSTANCE_ID = str(uuid.uuid4())
+
+
+def _timestamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def decision_event(
+    *,
+    path: str,
+    input: Mapping[str, Any],  # noqa: A002 - OPA's name
+    result: Any = None,
+    error: str | None = None,
+    bundles: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """One decision-log event in OPA's format; ``error`` instead of ``result`` when there was no decision."""
+    event: dict[str, Any] = {
+        "decision_id": str(uuid.uuid4()),
+        "labels": {"id": _INSTANCE_ID, "app": "sekuire", "version": __version__, **(labels or {})},
+        "bundles": {name: {"revision": revision} for name, revision in (bundles or {}).items()},
+        "path": path,
+        "input": input,
+        "timestamp": _timestamp(),
+    }
+    if error is None:
+        event["result"] = result
+    else:
+        event["error"] = {"code": "engine_error", "message": error}
+    return event
+
+
+class DecisionSink(Protocol):
+    """Where events go; ``emit`` must be fast (no network I/O on the caller's thread)."""
+
+    def emit(self, event: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LoggingSink:
+    """Each event as one JSON INFO record of ``sekuire.runtime.decision_log``; the default for audit-logging policies."""
+
+    def emit(self, event: Mapping[str, Any]) -> None:
+        logger.info("%s", json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+
+    def close(self) -> None:
+        pass
+
+
+class FileSink:
+    """Events appended to ``path`` as JSON lines; each line is written whole and flushed."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._file: Any = None
+
+    def emit(self, event: Mapping[str, Any]) -> None:
+        line = json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n"
+        with self._lock:
+            if self._file is None:
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open until close()
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+class HTTPSink:
+    """Batches of events POSTed gzip-compressed to ``url + resource`` by a background thread."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        resource: str = DEFAULT_RESOURCE,
+        headers: Mapping[str, str] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        timeout: float = 5.0,
+    ) -> None:
+        self.endpoint = url.rstrip("/") + "/" + resource.lstrip("/")
+        self.batch_size = batch_size
+        self.buffer_size = buffer_size
+        self.flush_interval = flush_interval
+        #: Events dropped because the buffer was full, and events given up after close.
+        self.dropped = 0
+        #: Events the service accepted.
+        self.sent = 0
+        self._client = httpx.Client(timeout=timeout, headers=dict(headers or {}))
+        self._buffer: deque[Mapping[str, Any]] = deque()
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="sekuire-decision-log", daemon=True)
+        self._thread.start()
+
+    def emit(self, event: Mapping[str, Any]) -> None:
+        with self._cond:
+            if self._closing or len(self._buffer) + self._in_flight >= self.buffer_size:
+                self.dropped += 1
+                return
+            self._buffer.append(event)
+            if len(self._buffer) >= self.batch_size:
+                self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Ask for an upload now and wait until the buffer is empty; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self._buffer or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Upload what is buffered (for at most ``timeout`` seconds), then stop the thread."""
+        self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        self._client.close()
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            with self._cond:
+                if not self._closing and len(self._buffer) < self.batch_size:
+                    self._cond.wait(self.flush_interval)
+                if self._closing:
+                    self.dropped += len(self._buffer)
+                    self._buffer.clear()
+                    self._cond.notify_all()
+                    return
+                batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+                self._in_flight = len(batch)
+            if not batch:
+                continue
+            ok = self._upload(batch)
+            with self._cond:
+                self._in_flight = 0
+                if ok:
+                    self.sent += len(batch)
+                    failures = 0
+                else:
+                    # Keep the batch for the next attempt, oldest first.
+                    self._buffer.extendleft(reversed(batch))
+                    failures += 1
+                self._cond.notify_all()
+                if not ok:
+                    self._cond.wait(min(_MAX_BACKOFF, self.flush_interval * 2**failures))
+
+    def _upload(self, batch: list[Mapping[str, Any]]) -> bool:
+        body = gzip.compress(json.dumps(batch, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        try:
+            response = self._client.post(
+                self.endpoint, content=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            logger.warning("decision log upload to %s failed: %s", self.endpoint, type(exc).__name__)
+            return False
+        if not response.is_success:
+            logger.warning("decision log upload to %s failed: HTTP %d", self.endpoint, response.status_code)
+            return False
+        return True
+
+
+class DecisionLogger:
+    """Builds events and hands them to sinks; a failing sink is counted and logged, never raised."""
+
+    def __init__(self, *sinks: DecisionSink, labels: Mapping[str, str] | None = None) -> None:
+        self.sinks: tuple[DecisionSink, ...] = sinks
+        self.labels = dict(labels or {})
+        #: Events some sink failed to take.
+        self.errors = 0
+
+    @classmethod
+    def of(cls, sinks: DecisionLogger | DecisionSink | Iterable[DecisionSink]) -> DecisionLogger:
+        if isinstance(sinks, DecisionLogger):
+            return sinks
+        if hasattr(sinks, "emit"):
+            return cls(sinks)  # type: ignore[arg-type]
+        return cls(*sinks)  # type: ignore[misc]
+
+    def log(
+        self,
+        *,
+        path: str,
+        input: Mapping[str, Any],  # noqa: A002
+        result: Any = None,
+        error: str | None = None,
+        bundles: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """Record one decision; return its ``decision_id`` (None if the event could not even be built)."""
+        try:
+            event = decision_event(path=path, input=input, result=result, error=error, bundles=bundles, labels=self.labels)
+        except Exception:  # noqa: BLE001 - a log must never change a decision
+            self.errors += 1
+            logger.exception("cannot build a decision-log event")
+            return None
+        for sink in self.sinks:
+            try:
+                sink.emit(event)
+            except Exception as exc:  # noqa: BLE001
+                self.errors += 1
+                logger.warning("decision-log sink %s failed: %s", type(sink).__name__, exc)
+        return event["decision_id"]
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("closing decision-log sink %s failed: %s", type(sink).__name__, exc)

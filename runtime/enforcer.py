@@ -1,0 +1,332 @@
+"""PolicyEnforcer: agent actions in, OPA decisions out, violations raised (DESIGN.md sections 4, 5 and 8).
+
+The enforcer owns policy; the engine only answers queries. For each action it
+
+1. checks and normalises the arguments (:mod:`.normalize`; a bad argument raises
+   :class:`InvalidActionError` whatever the mode),
+2. builds the contract input ``{"action": ..., "context": {"agent", "workspace"}}``,
+3. answers from the cache or queries ``data.sekuire.workspaces.<ws>.decision``,
+4. logs the decision when audit logging is on, calls ``on_violation(rule, reason)``
+   for each violation, and raises :class:`PolicyViolationError` for a deny.
+
+Fail closed: an engine failure (OPA down, a timeout, an error or undefined
+decision) is a deny with rule ``engine.unavailable``. Warn-only mode
+(``warn_only=True`` or ``SEKUIRE_POLICY_DEV_OVERRIDE=true``, read once at
+construction) logs denies and failures as warnings and lets the caller go on;
+it is for development and says so loudly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from ..compiler.policy import Policy
+from ..compiler.regolib import workspace_root
+from .cache import DecisionCache, cache_key
+from .decision_log import DecisionLogger, DecisionSink, LoggingSink
+from .engine import EmbeddedEngine, Engine
+from .errors import EngineError, EngineResponseError, PolicyViolationError
+from .normalize import check_name, normalize_action
+from .ratelimit import RateLimiter, Reservation
+
+__all__ = [
+    "DEV_OVERRIDE_ENV",
+    "Decision",
+    "ENGINE_UNAVAILABLE",
+    "PolicyEnforcer",
+    "Violation",
+    "decision_path",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Set to ``true`` to turn every enforcer created afterwards into warn-only mode (development only).
+DEV_OVERRIDE_ENV = "SEKUIRE_POLICY_DEV_OVERRIDE"
+#: The rule of the deny that stands in for a decision the engine could not give.
+ENGINE_UNAVAILABLE = "engine.unavailable"
+
+ViolationCallback = Callable[[str, str], Any]
+
+
+def decision_path(workspace_id: str) -> str:
+    """The decision entry point of a workspace as an OPA data path (``sekuire/workspaces/<ws>/decision``)."""
+    return f"{workspace_root(workspace_id)}/decision"
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A decision of the contract: ``allow`` iff there are no ``violations``; ``raw`` is the engine's object."""
+
+    allow: bool
+    violations: tuple[Violation, ...] = ()
+    policy: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def allowed(self) -> bool:
+        return self.allow
+
+    @classmethod
+    def from_result(cls, raw: Mapping[str, Any]) -> Decision:
+        """Read an engine's answer; anything off-contract is an EngineResponseError (and so a deny)."""
+        allow = raw.get("allow")
+        items = raw.get("violations")
+        if not isinstance(allow, bool) or not isinstance(items, list):
+            raise EngineResponseError("the decision lacks a boolean 'allow' or a 'violations' array")
+        violations = []
+        for item in items:
+            if not (isinstance(item, dict) and isinstance(item.get("rule"), str) and isinstance(item.get("message"), str)):
+                raise EngineResponseError("a violation lacks a string 'rule' or 'message'")
+            violations.append(Violation(item["rule"], item["message"]))
+        if allow == bool(violations):
+            raise EngineResponseError(f"the decision says allow={allow} with {len(violations)} violation(s)")
+        policy = raw.get("policy")
+        return cls(allow, tuple(violations), policy if isinstance(policy, dict) else {}, raw)
+
+    @classmethod
+    def failure(cls, reason: str) -> Decision:
+        """The deny that stands in for a decision the engine could not give."""
+        return cls(False, (Violation(ENGINE_UNAVAILABLE, reason),))
+
+
+def _dev_override() -> bool:
+    return os.environ.get(DEV_OVERRIDE_ENV, "").strip().lower() == "true"
+
+
+@dataclass(frozen=True)
+class _Query:
+    input: dict[str, Any]
+    revision: str
+    key: str | None  # None: not cacheable
+
+
+class PolicyEnforcer:
+    """Enforce a verified policy on one agent's actions; thread-safe, with async twins for I/O engines."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        warn_only: bool = False,
+        on_violation: ViolationCallback | None = None,
+        engine: Engine | None = None,
+        *,
+        agent_id: str = "default",
+        cache: bool | DecisionCache[Decision] = True,
+        decision_log: DecisionLogger | DecisionSink | None = None,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        """``engine`` defaults to an :class:`EmbeddedEngine` compiled from ``policy`` (closed with the enforcer).
+
+        ``decision_log`` defaults to a :class:`LoggingSink` when the policy sets
+        ``compliance.require_audit_logging``; pass a sink or logger to send events elsewhere.
+        ``rate_limiter`` may be shared by enforcers that should count together.
+        """
+        if not isinstance(policy, Policy):
+            raise TypeError(f"policy must be a verified sekuire.compiler.Policy (see load_policy), not {type(policy).__name__}")
+        self.policy = policy
+        self.workspace_id = policy.workspace_id
+        self.agent_id = check_name(agent_id, "agent_id")
+        self.path = decision_path(policy.workspace_id)
+        self._owns_engine = engine is None
+        self.engine = engine if engine is not None else EmbeddedEngine.from_policy(policy)
+        self.warn_only = warn_only or _dev_override()
+        self.on_violation = on_violation
+        self.cache: DecisionCache[Decision] | None = (
+            DecisionCache(ttl=self.engine.decision_ttl) if cache is True else cache or None
+        )
+        self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
+        compliance = policy.content.compliance
+        if decision_log is not None:
+            self.decision_log: DecisionLogger | None = DecisionLogger.of(decision_log)
+        elif compliance is not None and compliance.require_audit_logging:
+            self.decision_log = DecisionLogger(LoggingSink())
+        else:
+            self.decision_log = None
+        self._context = {"agent": self.agent_id, "workspace": self.workspace_id}
+        if self.warn_only:
+            logger.warning(
+                "policy %s of workspace %s is in WARN-ONLY mode: violations are logged, not enforced",
+                policy.policy_id,
+                policy.workspace_id,
+            )
+
+    # -- the actions of the contract ------------------------------------------------
+
+    def enforce_tool(self, name: str) -> Decision:
+        return self._enforce({"type": "tool", "name": name})
+
+    def enforce_capability(self, name: str) -> Decision:
+        return self._enforce({"type": "capability", "name": name})
+
+    def enforce_network(self, host: str, protocol: str = "https") -> Decision:
+        return self._enforce({"type": "network", "host": host, "protocol": protocol})
+
+    def enforce_filesystem(self, path: str | os.PathLike[str], operation: str = "read") -> Decision:
+        return self._enforce({"type": "filesystem", "path": path, "operation": operation})
+
+    def enforce_api(self, name: str) -> Decision:
+        return self._enforce({"type": "api", "name": name})
+
+    def enforce_model(self, name: str, provider: str | None = None) -> Decision:
+        return self._enforce({"type": "model", "name": name, "provider": provider})
+
+    def enforce_rate_limit(self, kind: str, amount: int = 1) -> Decision:
+        """Count ``amount`` requests or tokens against the policy's limits; counted only when allowed."""
+        action = normalize_action({"type": "rate_limit", "kind": kind, "amount": amount})
+        with self._reserve(action) as reservation:
+            decision = self._decide({**action, "usage": reservation.usage}, cacheable=False)
+            if decision.allow:
+                reservation.commit()
+        return self._conclude(decision)
+
+    async def aenforce_tool(self, name: str) -> Decision:
+        return await self._aenforce({"type": "tool", "name": name})
+
+    async def aenforce_capability(self, name: str) -> Decision:
+        return await self._aenforce({"type": "capability", "name": name})
+
+    async def aenforce_network(self, host: str, protocol: str = "https") -> Decision:
+        return await self._aenforce({"type": "network", "host": host, "protocol": protocol})
+
+    async def aenforce_filesystem(self, path: str | os.PathLike[str], operation: str = "read") -> Decision:
+        return await self._aenforce({"type": "filesystem", "path": path, "operation": operation})
+
+    async def aenforce_api(self, name: str) -> Decision:
+        return await self._aenforce({"type": "api", "name": name})
+
+    async def aenforce_model(self, name: str, provider: str | None = None) -> Decision:
+        return await self._aenforce({"type": "model", "name": name, "provider": provider})
+
+    async def aenforce_rate_limit(self, kind: str, amount: int = 1) -> Decision:
+        action = normalize_action({"type": "rate_limit", "kind": kind, "amount": amount})
+        # A reservation, not a lock, spans the await: other coroutines and threads see it at once.
+        with self._reserve(action) as reservation:
+            decision = await self._adecide({**action, "usage": reservation.usage}, cacheable=False)
+            if decision.allow:
+                reservation.commit()
+        return self._conclude(decision)
+
+    def check(self, action: Mapping[str, Any]) -> Decision:
+        """The decision for an ``input.action`` object, without raising for a deny or an engine failure.
+
+        No callbacks run and nothing is counted: a rate-limit action is judged
+        against the current usage (a dry run).
+        """
+        return self._decide(self._dry_run(normalize_action(action)))
+
+    async def acheck(self, action: Mapping[str, Any]) -> Decision:
+        return await self._adecide(self._dry_run(normalize_action(action)))
+
+    # -- the machinery ---------------------------------------------------------------
+
+    def _enforce(self, action: Mapping[str, Any]) -> Decision:
+        return self._conclude(self._decide(normalize_action(action)))
+
+    async def _aenforce(self, action: Mapping[str, Any]) -> Decision:
+        return self._conclude(await self._adecide(normalize_action(action)))
+
+    def _rate_key(self, kind: str) -> tuple[str, str, str]:
+        return (self.workspace_id, self.agent_id, kind)
+
+    def _reserve(self, action: Mapping[str, Any]) -> Reservation:
+        return self.rate_limiter.reserve(self._rate_key(action["kind"]), action["amount"])
+
+    def _dry_run(self, action: dict[str, Any]) -> dict[str, Any]:
+        if action["type"] == "rate_limit":
+            action["usage"] = self.rate_limiter.usage(self._rate_key(action["kind"]))
+        return action
+
+    def _query(self, action: Mapping[str, Any], cacheable: bool) -> tuple[_Query, Decision | None]:
+        """The engine input, and the cached decision for it if there is one."""
+        input = {"action": action, "context": self._context}  # noqa: A001 - OPA's name
+        revision = self.engine.revision
+        # Rate-limit decisions depend on counters, not only on the input.
+        if self.cache is None or not cacheable or action["type"] == "rate_limit":
+            return _Query(input, revision, None), None
+        query = _Query(input, revision, cache_key(self.path, input))
+        return query, self.cache.get(revision, query.key)
+
+    def _decide(self, action: Mapping[str, Any], *, cacheable: bool = True) -> Decision:
+        query, cached = self._query(action, cacheable)
+        if cached is not None:
+            return self._record(query, cached)
+        try:
+            decision = Decision.from_result(self.engine.evaluate(self.path, query.input))
+        except EngineError as exc:
+            return self._record(query, Decision.failure(str(exc)), failed=True)
+        return self._record(query, decision, fresh=True)
+
+    async def _adecide(self, action: Mapping[str, Any], *, cacheable: bool = True) -> Decision:
+        query, cached = self._query(action, cacheable)
+        if cached is not None:
+            return self._record(query, cached)
+        try:
+            decision = Decision.from_result(await self.engine.aevaluate(self.path, query.input))
+        except EngineError as exc:
+            return self._record(query, Decision.failure(str(exc)), failed=True)
+        return self._record(query, decision, fresh=True)
+
+    def _record(self, query: _Query, decision: Decision, *, fresh: bool = False, failed: bool = False) -> Decision:
+        if fresh and self.cache is not None and query.key is not None:
+            # Stored under the revision read *before* the query: if the engine moved on meanwhile,
+            # the entry is never looked up again.
+            self.cache.put(query.revision, query.key, decision)
+        if self.decision_log is not None:
+            self.decision_log.log(
+                path=self.path,
+                input=query.input,
+                result=None if failed else dict(decision.raw),
+                error=decision.violations[0].message if failed else None,
+                bundles=self.engine.bundles,
+            )
+        return decision
+
+    def _conclude(self, decision: Decision) -> Decision:
+        if decision.allow:
+            return decision
+        for violation in decision.violations:
+            self._notify(violation)
+        first = decision.violations[0]
+        if first.rule == ENGINE_UNAVAILABLE:
+            log = logger.error if self.warn_only else logger.warning
+            log("no policy decision (%s); %s", first.message, "WARN-ONLY: proceeding" if self.warn_only else "denying")
+        elif self.warn_only:
+            logger.warning("policy violation ignored (warn-only): %s: %s", first.rule, first.message)
+        if self.warn_only:
+            return decision
+        raise PolicyViolationError(first.rule, first.message, decision)
+
+    def _notify(self, violation: Violation) -> None:
+        if self.on_violation is None:
+            return
+        try:
+            self.on_violation(violation.rule, violation.message)
+        except Exception:
+            # The deny stands whatever the callback does.
+            logger.exception("on_violation callback failed for %s", violation.rule)
+
+    def close(self) -> None:
+        """Close the engine if the enforcer made it."""
+        if self._owns_engine:
+            self.engine.close()
+
+    async def aclose(self) -> None:
+        if self._owns_engine:
+            await self.engine.aclose()
+
+    def __enter__(self) -> PolicyEnforcer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

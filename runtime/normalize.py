@@ -1,0 +1,209 @@
+"""Argument checks and lexical normalisation of actions before they become OPA input.
+
+Pure functions. Two kinds of bad input are told apart:
+
+- a *bad argument* (not a string, an empty name, NUL in a path, an unknown
+  operation, a value longer than :data:`MAX_VALUE_LENGTH`) is a caller bug and
+  raises :class:`InvalidActionError` before any query;
+- a *hostile value* of the right type (``evil.com/@x``, ``https://host``,
+  ``relative/path``) is passed through, so the Rego denies it with
+  ``network.invalid_host`` or ``fs.invalid_path`` and the decision log shows it.
+
+The Rego normalises hosts again and accepts only paths already in normal form
+(DESIGN.md section 4), so a client querying OPA directly gets the same decision;
+normalising here gives cache hits for equivalent spellings and clearer errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..compiler.lowering import FILE_OPERATIONS as _OPERATIONS
+from ..compiler.lowering import MAX_SAFE_INTEGER
+from .errors import InvalidActionError
+
+__all__ = [
+    "ACTION_TYPES",
+    "FILE_OPERATIONS",
+    "MAX_AMOUNT",
+    "MAX_VALUE_LENGTH",
+    "RATE_LIMIT_KINDS",
+    "check_amount",
+    "check_kind",
+    "check_name",
+    "check_operation",
+    "check_protocol",
+    "normalize_action",
+    "normalize_host",
+    "normalize_path",
+]
+
+#: Longer strings are refused: the longest legitimate value is a path (Linux PATH_MAX is 4096).
+MAX_VALUE_LENGTH = 4096
+
+#: Rate-limit amounts stay exact in every JSON parser (and in the Rego's arithmetic).
+MAX_AMOUNT = MAX_SAFE_INTEGER
+
+#: The filesystem operations a policy's ``allowed_operations`` can name (the compiler's list).
+FILE_OPERATIONS = frozenset(_OPERATIONS)
+
+RATE_LIMIT_KINDS = frozenset({"request", "token"})
+
+_PORT_SUFFIX = re.compile(r"(?::[0-9]{1,5})?")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_string(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidActionError(f"{field} must be a string, not {type(value).__name__}")
+    if len(value) > MAX_VALUE_LENGTH:
+        raise InvalidActionError(f"{field} is longer than {MAX_VALUE_LENGTH} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate has no UTF-8 form: OPA and the embedded engine would each see something else.
+        raise InvalidActionError(f"{field} is not valid Unicode") from None
+    return value
+
+
+def check_name(name: object, field: str = "name") -> str:
+    """A tool, capability, API or model name: a non-empty string without NUL, compared exactly."""
+    name = _check_string(name, field)
+    if not name:
+        raise InvalidActionError(f"{field} must not be empty")
+    if "\0" in name:
+        raise InvalidActionError(f"{field} contains NUL")
+    return name
+
+
+def normalize_host(host: object) -> str:
+    """Lower-case, strip whitespace, one trailing dot, a ``:port`` and IPv6 brackets.
+
+    Only a non-string (or oversized) host raises; anything else that is still not
+    a hostname is returned for the Rego to deny as ``network.invalid_host``.
+    """
+    value = _check_string(host, "host").strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end > 0 and _PORT_SUFFIX.fullmatch(value, end + 1):
+            value = value[1:end]
+    elif value.count(":") == 1:
+        # One colon is a port; more is a bare IPv6 literal, which has no port.
+        name, _, port = value.partition(":")
+        if _PORT_SUFFIX.fullmatch(":" + port) and port:
+            value = name
+    return value[:-1] if value.endswith(".") else value
+
+
+def normalize_path(path: object) -> str:
+    """Collapse ``//``, resolve ``.`` and ``..`` lexically, never above ``/``.
+
+    A relative path is returned unchanged rather than resolved against the
+    working directory (which would make a decision depend on where the agent
+    runs): the Rego denies it as ``fs.invalid_path``. Symlinks are not resolved:
+    the policy speaks of the names an agent uses.
+    """
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    value = _check_string(path, "path")
+    if "\0" in value:
+        raise InvalidActionError("path contains NUL")
+    if not value.startswith("/"):
+        return value
+    parts: list[str] = []
+    for segment in value.split("/"):
+        if segment == "..":
+            if parts:
+                parts.pop()
+        elif segment not in ("", "."):
+            parts.append(segment)
+    return "/" + "/".join(parts)
+
+
+def check_operation(operation: object) -> str:
+    """One of :data:`FILE_OPERATIONS`."""
+    if not isinstance(operation, str) or operation not in FILE_OPERATIONS:
+        raise InvalidActionError(f"unknown filesystem operation {_show(operation)}; expected one of {sorted(FILE_OPERATIONS)}")
+    return operation
+
+
+def check_protocol(protocol: object) -> str:
+    """A URL scheme such as ``https`` or ``wss``, lower-cased."""
+    return check_name(protocol, "protocol").lower()
+
+
+def check_kind(kind: object) -> str:
+    """A rate-limit kind: ``request`` or ``token``."""
+    if not isinstance(kind, str) or kind not in RATE_LIMIT_KINDS:
+        raise InvalidActionError(f"unknown rate-limit kind {_show(kind)}; expected one of {sorted(RATE_LIMIT_KINDS)}")
+    return kind
+
+
+def check_amount(amount: object) -> int:
+    """A non-negative integer no larger than :data:`MAX_AMOUNT` (a negative one would refund quota)."""
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise InvalidActionError(f"amount must be an integer, not {type(amount).__name__}")
+    if not 0 <= amount <= MAX_AMOUNT:
+        raise InvalidActionError(f"amount must be between 0 and {MAX_AMOUNT}, not {amount}")
+    return amount
+
+
+_REQUIRED = object()
+
+# The fields of each action type with their defaults (DESIGN.md section 4); a None default is optional.
+_FIELDS: dict[str, dict[str, Any]] = {
+    "tool": {"name": _REQUIRED},
+    "capability": {"name": _REQUIRED},
+    "api": {"name": _REQUIRED},
+    "network": {"host": _REQUIRED, "protocol": "https"},
+    "filesystem": {"path": _REQUIRED, "operation": "read"},
+    "model": {"name": _REQUIRED, "provider": None},
+    "rate_limit": {"kind": _REQUIRED, "amount": 1},
+}
+
+# A field means the same in every action type, so one check per field name.
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "name": check_name,
+    "host": normalize_host,
+    "protocol": check_protocol,
+    "path": normalize_path,
+    "operation": check_operation,
+    "provider": lambda value: check_name(value, "provider"),
+    "kind": check_kind,
+    "amount": check_amount,
+}
+
+#: The ``input.action.type`` values of the decision contract.
+ACTION_TYPES = frozenset(_FIELDS)
+
+
+def normalize_action(action: Mapping[str, Any]) -> dict[str, Any]:
+    """Check and normalise an ``input.action`` object; defaults filled in, unknown fields refused.
+
+    A rate-limit action comes back without ``usage``: the enforcer adds the counters it keeps.
+    """
+    if not isinstance(action, Mapping):
+        raise InvalidActionError(f"action must be an object, not {type(action).__name__}")
+    kind = action.get("type")
+    fields = _FIELDS.get(kind) if isinstance(kind, str) else None
+    if fields is None:
+        raise InvalidActionError(f"unknown action type {_show(kind)}; expected one of {sorted(ACTION_TYPES)}")
+    unknown = set(action) - set(fields) - {"type"}
+    if unknown:
+        raise InvalidActionError(f"{kind} action has unknown fields {sorted(map(str, unknown))}")
+    normalized: dict[str, Any] = {"type": kind}
+    for field, default in fields.items():
+        value = action.get(field, default)
+        if value is _REQUIRED:
+            raise InvalidActionError(f"{kind} action needs {field}")
+        if value is None and default is None:
+            continue
+        normalized[field] = _CHECKS[field](value)
+    return normalized

@@ -1,0 +1,238 @@
+"""OPAEngine: decisions from a real OPA over its REST data API (``POST /v1/data/<path>``).
+
+Plain httpx rather than opa-python-client: httpx gives pooled keep-alive
+connections, explicit timeouts and an async client with the same API, and the
+data API is one POST; a client library would add a dependency without removing code.
+
+Revision: every query asks for ``?provenance=true``, whose ``bundles`` field
+names each activated bundle with its manifest revision (OPA's documented way;
+``/v1/status`` needs the status plugin). :attr:`OPAEngine.revision` is the one
+seen on the latest answer, so it never costs a request. Because OPA may activate
+a new bundle between queries, a cached decision from OPA is reused for at most
+``decision_ttl`` seconds (:data:`DEFAULT_DECISION_TTL`), far less than OPA's own
+default bundle polling interval. An OPA serving policies that are not in bundles
+reports no revision, and its decisions are not cached.
+
+Failures map onto the runtime's tree; the enforcer denies on all of them:
+
+- :class:`EngineUnavailable`: refused, unreachable, timed out, HTTP 5xx without an OPA error body;
+- :class:`EngineResponseError`: an OPA error body (``{"code", "message"}``), non-JSON,
+  no ``result`` (the decision is undefined: wrong path or no such bundle), a result that is not an object.
+
+Only connection failures are retried (``retries`` times, at once): the query is
+a read, and a refused connection or a pooled connection the server closed says
+nothing about the next attempt. A timeout is never retried, so ``timeout``
+bounds each attempt and the total stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from .engine import Engine
+from .errors import EngineResponseError, EngineUnavailable
+
+__all__ = [
+    "DEFAULT_DECISION_TTL",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "KEEPALIVE_EXPIRY",
+    "MAX_CONNECTIONS",
+    "MAX_KEEPALIVE_CONNECTIONS",
+    "OPAEngine",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds for each of connect, write, read and pool wait: an OPA sidecar answers in milliseconds.
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_RETRIES = 1
+#: Seconds a decision from OPA may be reused (OPA polls bundles every 60 s or more by default).
+DEFAULT_DECISION_TTL = 5.0
+MAX_CONNECTIONS = 32
+MAX_KEEPALIVE_CONNECTIONS = 16
+#: Seconds an idle pooled connection is kept.
+KEEPALIVE_EXPIRY = 30.0
+
+_RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError)
+_LIMITS = httpx.Limits(
+    max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY
+)
+_MAX_MESSAGE = 300
+
+
+class OPAEngine(Engine):
+    """An OPA server at ``url`` (``http://127.0.0.1:8181``); thread-safe and usable from any event loop."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        headers: Mapping[str, str] | None = None,
+        verify: bool | ssl.SSLContext = True,
+        decision_ttl: float | None = DEFAULT_DECISION_TTL,
+    ) -> None:
+        """``headers`` go with every request (``Authorization: Bearer ...`` for OPA's token authn; never logged).
+
+        ``verify`` is httpx's: False, or an ``ssl.SSLContext`` for a private CA.
+        """
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.decision_ttl = decision_ttl
+        self._options: dict[str, Any] = {
+            "timeout": httpx.Timeout(timeout),
+            "limits": _LIMITS,
+            "headers": dict(headers or {}),
+            "verify": verify,
+        }
+        self._client = httpx.Client(**self._options)
+        # An AsyncClient's connections belong to the event loop that opened them: one client per loop.
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+        self._bundles: dict[str, str] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"OPAEngine({self.url!r})"
+
+    @property
+    def revision(self) -> str:
+        with self._lock:
+            return ";".join(f"{name}={revision}" for name, revision in sorted(self._bundles.items()))
+
+    @property
+    def bundles(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._bundles)
+
+    def _data_url(self, path: str) -> str:
+        segments = [quote(segment, safe="") for segment in path.strip("/").split("/")]
+        return f"{self.url}/v1/data/{'/'.join(segments)}?provenance=true"
+
+    def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002 - OPA's name
+        url = self._data_url(path)
+        for attempt in range(self.retries + 1):
+            with self._failures(last=attempt == self.retries):
+                return self._result(path, self._sync_client().post(url, json={"input": input}))
+        raise AssertionError("unreachable: the last attempt raises")
+
+    async def aevaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
+        url = self._data_url(path)
+        for attempt in range(self.retries + 1):
+            with self._failures(last=attempt == self.retries):
+                return self._result(path, await self._async_client().post(url, json={"input": input}))
+        raise AssertionError("unreachable: the last attempt raises")
+
+    @contextlib.contextmanager
+    def _failures(self, *, last: bool) -> Iterator[None]:
+        """Translate httpx errors; a connection failure before the last attempt is swallowed, so the caller retries."""
+        try:
+            yield
+        except _RETRYABLE as exc:
+            if last:
+                raise self._unavailable(exc) from exc
+            logger.debug("retrying %s after %s", self.url, type(exc).__name__)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+
+    def _sync_client(self) -> httpx.Client:
+        if self._closed:
+            raise EngineUnavailable(f"{self.url}: the engine is closed")
+        return self._client
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._closed:
+                raise EngineUnavailable(f"{self.url}: the engine is closed")
+            client = self._async_clients.get(loop)
+            if client is None:
+                client = self._async_clients[loop] = httpx.AsyncClient(**self._options)
+            return client
+
+    def _unavailable(self, exc: httpx.HTTPError) -> EngineUnavailable:
+        if isinstance(exc, httpx.TimeoutException):
+            return EngineUnavailable(f"{self.url}: no answer within {self.timeout} s ({type(exc).__name__})")
+        return EngineUnavailable(f"{self.url}: {type(exc).__name__}: {str(exc)[:_MAX_MESSAGE] or 'connection failed'}")
+
+    def _result(self, path: str, response: httpx.Response) -> dict[str, Any]:
+        where = f"{self.url}/v1/data/{path.strip('/')}"
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_server_error and not _is_opa_error(body):
+            raise EngineUnavailable(f"{where}: HTTP {response.status_code}")
+        if _is_opa_error(body):
+            raise EngineResponseError(f"{where}: HTTP {response.status_code}: {_opa_error_message(body)}")
+        if not response.is_success:
+            raise EngineResponseError(f"{where}: HTTP {response.status_code}")
+        if not isinstance(body, dict):
+            raise EngineResponseError(f"{where}: the response is not a JSON object")
+        self._observe(body.get("provenance"))
+        if "result" not in body:
+            raise EngineResponseError(f"{where}: undefined (no policy at this path; is the bundle activated?)")
+        result = body["result"]
+        if not isinstance(result, dict):
+            raise EngineResponseError(f"{where}: expected an object, got {type(result).__name__}")
+        return result
+
+    def _observe(self, provenance: Any) -> None:
+        bundles = provenance.get("bundles") if isinstance(provenance, dict) else None
+        seen = {
+            name: info["revision"]
+            for name, info in (bundles or {}).items()
+            if isinstance(info, dict) and isinstance(info.get("revision"), str)
+        }
+        with self._lock:
+            if seen != self._bundles:
+                if self._bundles:
+                    logger.info("OPA at %s now serves bundle revisions %s", self.url, seen)
+                self._bundles = seen
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            clients = list(self._async_clients.values())
+            self._async_clients.clear()
+        self._client.close()
+        # Async clients of other loops cannot be awaited from here; their pools close with their sockets.
+        del clients
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async_clients.get(loop)
+        if client is not None:
+            await client.aclose()
+        self.close()
+
+
+def _is_opa_error(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("message"), str)
+
+
+def _opa_error_message(body: dict[str, Any]) -> str:
+    message = f"{body['code']}: {body['message']}"
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict) and isinstance(errors[0].get("message"), str):
+        # "error(s) occurred while evaluating query" says little; the first error says what.
+        message += f": {errors[0]['message']}"
+    return " ".join(message.split())[:_MAX_MESSAGE]
