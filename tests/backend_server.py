@@ -60,7 +60,9 @@ class _Server:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+            # HTTP/1.0: one request per connection, so a stopped server refuses the next request
+            # (a kept-alive connection would outlive server.shutdown()).
+            protocol_version = "HTTP/1.0"
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
