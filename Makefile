@@ -39,7 +39,7 @@ pytest: setup opa
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(BIN)/python examples/demo.py
+	$(BIN)/python policies/examples/demo.py
 
 bench: setup opa
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
