@@ -14,6 +14,13 @@ that only ever refuse: exactly one JWT, the expected algorithm, a valid
 signature, the expected scope (none means none), every file listed and every
 listed file present, each digest matching. OPA does not accept EdDSA for
 bundles, so neither signer nor verifier does.
+
+Where we differ from ``opa build`` on purpose: files are listed in name order;
+``.signatures.json`` is compact and has no ``"plugin": "_default"``; with extra
+claims the header still carries ``kid`` and the payload ``keyid`` (OPA drops
+both when given a claims file); HMAC secrets shorter than the hash, RSA keys
+under 2048 bits, MD5/SHA-1 file hashes, duplicate JSON keys and claim names
+that differ from OPA's only in case are refused.
 """
 
 from __future__ import annotations
@@ -455,7 +462,7 @@ def _is_integer(value: Any) -> bool:
 
 
 class BundleSigner:
-    """Signs bundle files as ``opa build --signing-key`` does: header ``alg``/``kid``/``typ``, payload ``files``/``keyid``.
+    """Signs bundle files as ``opa build --signing-key`` does: same JWT header and payload fields.
 
     ``key`` is a PEM private key (or key object) for RS*/PS*/ES*, the shared
     secret for HS*. ``scope`` and extra ``claims`` (``--claims-file``) join the
