@@ -3,6 +3,7 @@
 Endpoints (DESIGN.md section 7):
 - ``GET {backend}/v1/workspaces/{ws}/policies/active`` -> policy.json
 - ``GET {backend}/v1/keys/{key_id}`` -> ``{"key_id", "algorithm": "ed25519", "public_key": "<hex>"}``
+- ``POST {backend}/v1/workspaces/{ws}/agents`` <- an agent manifest (``sekuire push``) -> a JSON object
 
 Only fetching and shape checks live here; verification is the caller's
 (:func:`sekuire.compiler.parse_policy`). Third-party errors become BackendError.
@@ -32,6 +33,7 @@ __all__ = [
     "fetch_public_key",
     "key_url",
     "parse_key_document",
+    "push_agent_manifest",
 ]
 
 DEFAULT_BACKEND = "https://api.sekuire.ai"
@@ -136,16 +138,36 @@ def parse_key_document(url: str, key_id: str, document: Any) -> bytes:
     return bytes.fromhex(public)
 
 
-_MAX_KEY_BYTES = 1 << 16
+# Keys and push answers are small; anything bigger is not what we asked for.
+_MAX_SMALL_ANSWER_BYTES = 1 << 16
 
 
 def fetch_public_key(backend: str, key_id: str, *, client: httpx.Client | None = None) -> bytes:
     url = key_url(backend, key_id)
     response = _get(client, url, {"Accept": "application/json"})
-    return parse_key_document(url, key_id, _decode(url, response, _MAX_KEY_BYTES))
+    return parse_key_document(url, key_id, _decode(url, response, _MAX_SMALL_ANSWER_BYTES))
 
 
 async def afetch_public_key(backend: str, key_id: str, *, client: httpx.AsyncClient | None = None) -> bytes:
     url = key_url(backend, key_id)
     response = await _aget(client, url, {"Accept": "application/json"})
-    return parse_key_document(url, key_id, _decode(url, response, _MAX_KEY_BYTES))
+    return parse_key_document(url, key_id, _decode(url, response, _MAX_SMALL_ANSWER_BYTES))
+
+
+def push_agent_manifest(
+    backend: str, workspace_id: str, manifest: dict[str, Any], *, client: httpx.Client | None = None
+) -> dict[str, Any]:
+    """Register an agent manifest with the workspace; the backend's JSON answer (``{}`` if it sent none)."""
+    url = f"{backend.rstrip('/')}/v1/workspaces/{quote(workspace_id, safe='')}/agents"
+    try:
+        if client is None:
+            with httpx.Client(timeout=DEFAULT_TIMEOUT) as own:
+                response = own.post(url, json=manifest, headers={"Accept": "application/json"})
+        else:
+            response = client.post(url, json=manifest, headers={"Accept": "application/json"})
+    except httpx.HTTPError as exc:
+        raise _request_failed(url, exc) from None
+    if response.status_code < 400 and not response.content.strip():
+        return {}
+    answer = _decode(url, response, _MAX_SMALL_ANSWER_BYTES)
+    return answer if isinstance(answer, dict) else {}
