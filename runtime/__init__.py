@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .agent import Agent, get_agent
 from .cache import DecisionCache
+from .client import AsyncPolicyClient, PolicyClient, PolicyRollbackError
 from .decision_log import DecisionLogger, FileSink, HTTPSink, LoggingSink
 from .enforcer import Decision, PolicyEnforcer, Violation
 from .engine import EmbeddedEngine, Engine
@@ -14,10 +16,15 @@ from .errors import (
     PolicyViolationError,
     SekuireRuntimeError,
 )
+from .gateway import PolicyGateway
+from .llm import LLMError, OpenAIChatClient
+from .manifest import Manifest, ManifestError, load_manifest
 from .opa import OPAEngine
 from .ratelimit import RateLimiter
 
 __all__ = [
+    "Agent",
+    "AsyncPolicyClient",
     "Decision",
     "DecisionCache",
     "DecisionLogger",
@@ -29,11 +36,20 @@ __all__ = [
     "FileSink",
     "HTTPSink",
     "InvalidActionError",
+    "LLMError",
     "LoggingSink",
+    "Manifest",
+    "ManifestError",
     "OPAEngine",
+    "OpenAIChatClient",
+    "PolicyClient",
     "PolicyEnforcer",
+    "PolicyGateway",
+    "PolicyRollbackError",
     "PolicyViolationError",
     "RateLimiter",
     "SekuireRuntimeError",
     "Violation",
+    "get_agent",
+    "load_manifest",
 ]

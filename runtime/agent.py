@@ -41,10 +41,10 @@ from .llm import ChatModel, OpenAIChatClient
 from .manifest import DEFAULT_MANIFEST_FILE, Manifest, ManifestError, load_manifest
 
 __all__ = [
+    "Agent",
     "DEFAULT_POLICY_FILE",
     "DEVELOPMENT_WORKSPACE",
     "PROVIDER_BASE_URLS",
-    "Agent",
     "development_policy",
     "estimate_tokens",
     "get_agent",

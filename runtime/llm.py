@@ -17,7 +17,7 @@ import httpx
 
 from .errors import SekuireRuntimeError
 
-__all__ = ["DEFAULT_LLM_TIMEOUT", "AsyncChatModel", "ChatModel", "LLMError", "OpenAIChatClient"]
+__all__ = ["AsyncChatModel", "ChatModel", "DEFAULT_LLM_TIMEOUT", "LLMError", "OpenAIChatClient"]
 
 logger = logging.getLogger(__name__)
 
