@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import bundle_cmd, keys_cmd, policy_cmd, push_cmd
+from . import bundle_cmd, keys_cmd, ops_cmd, policy_cmd, push_cmd
 
 __all__ = ["MODULES"]
 
-MODULES = [policy_cmd, bundle_cmd, push_cmd, keys_cmd]
+MODULES = [policy_cmd, bundle_cmd, push_cmd, keys_cmd, ops_cmd]

@@ -14,6 +14,7 @@ from ..files import atomic_write, read_limited
 from ..integrity import sign_document
 from ..keyring import resolve_keyring
 from ..policy import MAX_POLICY_BYTES, Policy, parse_policy
+from . import compile_cmd
 from .keys_cmd import read_seed
 from .options import add_backend_option, add_verify_options, backend_from, policy_from
 
@@ -52,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sign.add_argument("--key-id", required=True, metavar="ID")
     sign.add_argument("--out", metavar="FILE", help="where to write (default: overwrite --file)")
     sign.set_defaults(handler=_sign)
+
+    compile_cmd.register(policy)
 
 
 def _warn(policy: Policy) -> None:

@@ -1,0 +1,122 @@
+"""``sekuire policy build`` and ``sekuire policy eval``: a verified policy.json to a signed bundle, and a decision from it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..bundle import build_bundle, load_bundle
+from ..bundle_signing import SIGNING_ALGORITHMS, BundleSigner
+from ..canonical import strict_loads
+from ..compile import compile_policy
+from ..errors import CompileError, PolicyFormatError, SekuireError
+from ..files import atomic_write
+from .options import add_verify_options, policy_from
+
+__all__ = ["add_signing_options", "register", "signer_from"]
+
+EXIT_DENY = 3
+
+
+def add_signing_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``opa build`` that sign a bundle."""
+    parser.add_argument("--signing-key", metavar="KEY", help="PEM private key (or the HS* secret) that signs the bundle")
+    parser.add_argument("--signing-alg", default="RS256", choices=SIGNING_ALGORITHMS, help="default: RS256")
+    parser.add_argument("--signing-key-id", default="default", metavar="ID", help="kid/keyid of the signature (default: default)")
+    parser.add_argument("--claims-file", metavar="FILE", help="extra JWT claims, as opa build --claims-file")
+    parser.add_argument("--scope", help="scope claim of the signature")
+
+
+def signer_from(args: argparse.Namespace) -> BundleSigner | None:
+    if not args.signing_key:
+        if args.claims_file or args.scope:
+            raise CompileError("--claims-file and --scope need --signing-key")
+        return None
+    return BundleSigner.from_file(
+        args.signing_key, alg=args.signing_alg, key_id=args.signing_key_id, scope=args.scope, claims_file=args.claims_file
+    )
+
+
+def register(policy: argparse._SubParsersAction) -> None:
+    build = policy.add_parser("build", help="compile a verified policy.json into an OPA bundle")
+    build.add_argument("--file", default="policy.json", metavar="FILE")
+    build.add_argument("--out", default="bundle.tar.gz", metavar="FILE")
+    add_signing_options(build)
+    add_verify_options(build)
+    build.set_defaults(handler=_build)
+
+    evaluate = policy.add_parser("eval", help="evaluate one action (exit 0 allow, 3 deny)")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", metavar="FILE", help="a policy.json, compiled in memory")
+    source.add_argument("--bundle", metavar="FILE", help="a bundle built by `policy build`")
+    evaluate.add_argument("--action", required=True, metavar="JSON", help='e.g. \'{"type": "tool", "name": "web_search"}\'')
+    evaluate.add_argument("--agent", default="default", help="context.agent (default: default)")
+    evaluate.add_argument("--verification-key", metavar="KEY", help="public key that verifies --bundle")
+    evaluate.add_argument("--signing-alg", choices=SIGNING_ALGORITHMS, help="expected algorithm of the bundle signature")
+    evaluate.add_argument("--allow-unsigned-bundle", action="store_true", help="evaluate a bundle without signatures")
+    add_verify_options(evaluate)
+    evaluate.set_defaults(handler=_eval)
+
+
+def _build(args: argparse.Namespace) -> int:
+    policy = policy_from(args, args.file)
+    signer = signer_from(args)
+    try:
+        compiled = compile_policy(policy)
+    except SekuireError as exc:
+        raise exc.with_source(args.file) from None
+    data = build_bundle(compiled, signer=signer)
+    atomic_write(args.out, data)
+    for warning in policy.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    signed = f"signed {signer.alg} (kid {signer.key_id})" if signer else "UNSIGNED (no --signing-key)"
+    print(f"Built bundle {args.out} for workspace {policy.workspace_id}: revision {compiled.revision}, {signed}")
+    return 0
+
+
+def _parse_action(text: str) -> dict[str, Any]:
+    try:
+        action = strict_loads(text)
+    except PolicyFormatError as exc:
+        raise PolicyFormatError(str(exc), source="--action") from None
+    if not isinstance(action, dict):
+        raise PolicyFormatError("expected a JSON object", source="--action")
+    return action
+
+
+def _eval(args: argparse.Namespace) -> int:
+    # The CLI is the top of the dependency graph: the runtime is imported only by the commands that use it.
+    from ...runtime.engine import EmbeddedEngine, decision_path
+    from ...runtime.normalize import normalize_action
+
+    action = normalize_action(_parse_action(args.action))
+    if args.file:
+        policy = policy_from(args, args.file)
+        engine = EmbeddedEngine.from_policy(policy)
+        workspace = policy.workspace_id
+    else:
+        metadata = (load_bundle(args.bundle).manifest or {}).get("metadata")
+        workspace = metadata.get("workspace_id") if isinstance(metadata, dict) else None
+        if not isinstance(workspace, str) or not workspace:
+            raise CompileError("not a sekuire bundle: no workspace_id in its manifest metadata", source=args.bundle)
+        engine = EmbeddedEngine.from_bundle(
+            args.bundle,
+            verification_key=_read_text(args.verification_key) if args.verification_key else None,
+            alg=args.signing_alg,
+            allow_unsigned=args.allow_unsigned_bundle,
+        )
+    with engine:
+        decision = engine.evaluate(decision_path(workspace), {"action": action, "context": {"agent": args.agent, "workspace": workspace}})
+    print(json.dumps(decision, indent=2, ensure_ascii=False))
+    return 0 if decision.get("allow") is True else EXIT_DENY
+
+
+def _read_text(path: str) -> str:
+    from ..files import read_limited
+
+    try:
+        return read_limited(path, 1 << 20).decode()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CompileError(getattr(exc, "strerror", None) or str(exc), source=path) from None
