@@ -86,7 +86,14 @@ class _Server:
         raise NotImplementedError
 
 
-def _send(handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+def _send(
+    handler: http.server.BaseHTTPRequestHandler,
+    status: int,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    *,
+    cut_after: int | None = None,
+) -> None:
     handler.send_response(status)
     for name, value in (headers or {}).items():
         handler.send_header(name, value)
@@ -95,7 +102,7 @@ def _send(handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes 
         handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     if status != 304:
-        handler.wfile.write(body)
+        handler.wfile.write(body if cut_after is None else body[:cut_after])
 
 
 def _json(value: Any) -> bytes:
@@ -112,6 +119,8 @@ class PolicyBackend(_Server):
     etags: bool = True
     #: When set, every GET of a policy answers with this status and no body.
     policy_status: int | None = None
+    #: When set, a policy body is cut after this many bytes and the connection closed (Content-Length stays full).
+    cut_after: int | None = None
 
     def set_policy(self, document: dict[str, Any] | None = None, workspace: str | None = None, *, body: bytes | None = None) -> None:
         ws = workspace or (document or {}).get("workspace_id") or "ws_abc123"
@@ -131,6 +140,8 @@ class PolicyBackend(_Server):
             etag = f'"{hashlib.sha256(document).hexdigest()[:32]}"'
             if self.etags and handler.headers.get("If-None-Match") == etag:
                 return _send(handler, 304, headers={"ETag": etag})
+            if self.cut_after is not None:
+                return _send(handler, 200, document, {"ETag": etag}, cut_after=self.cut_after)
             return _send(handler, 200, document, {"ETag": etag} if self.etags else None)
         if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "keys"] and parts[2] in self.keys:
             return _send(handler, 200, self.keys[parts[2]])

@@ -238,6 +238,12 @@ def test_truncated_body_is_refused(client, backend, envelope_vectors):
         client.fetch_active_policy(WS)
 
 
+def test_a_connection_cut_mid_body_is_refused(client, backend):
+    backend.cut_after = 120
+    with pytest.raises(BackendError, match="request failed: RemoteProtocolError"):
+        client.fetch_active_policy(WS)
+
+
 def test_a_304_without_a_cached_policy_is_an_error(client, backend):
     backend.policy_status = 304
     with pytest.raises(BackendError, match="304 Not Modified without a cached policy"):

@@ -115,12 +115,18 @@ def test_a_rollback_announced_by_heartbeat_is_refused(gateway, backend, envelope
     assert gateway.policy.version == "2"
 
 
-def test_a_truncated_body_during_refresh_keeps_the_last_verified_policy(gateway, backend, envelope_vectors, vector_seed):
+@pytest.mark.parametrize("how", ["short body", "connection cut"])
+def test_a_truncated_body_during_refresh_keeps_the_last_verified_policy(gateway, backend, envelope_vectors, vector_seed, how):
     v2 = signed_policy(envelope_vectors["valid"], vector_seed, version="2", edit_content=_allow_delete_repo)
-    backend.set_policy(body=json.dumps(v2).encode()[:500], workspace=WS)
+    if how == "short body":
+        backend.set_policy(body=json.dumps(v2).encode()[:500], workspace=WS)
+    else:
+        backend.set_policy(v2)
+        backend.cut_after = 500
     assert gateway.on_heartbeat_response({"active_policy_hash": v2["hash"]}) is False
     assert gateway.policy.version == "1"
     assert gateway.check_capability("github:create_issue").allowed
+    assert not gateway.check_capability("github:delete_repo").allowed
 
 
 def test_backend_down_during_refresh_keeps_the_last_verified_policy(backend, vector_keyring, tmp_path, caplog):
