@@ -14,7 +14,9 @@ Trust rules (DESIGN.md sections 3 and 8), shared by :class:`PolicyClient` and
 - rollback protection: once a client holds a policy for a workspace, it accepts
   only the same signed policy again or a strictly newer one (see
   :func:`check_succession`); otherwise it raises :class:`PolicyRollbackError`
-  and keeps what it holds.
+  and keeps what it holds. The floor lives in the client's memory:
+  :meth:`~PolicyClient.invalidate_cache` does not lower it, a new client starts
+  without one. A policy naming another workspace is refused always.
 """
 
 from __future__ import annotations
