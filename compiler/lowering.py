@@ -184,11 +184,11 @@ def _lower_models(models: ModelsSection | None) -> dict[str, Any] | None:
         if "*" in provider:
             raise _error(f"provider {provider!r}: providers are exact names, '*' is not allowed", where)
         providers[_ascii_lower(provider)] = True
-    allowed = _name_matcher([(models.allowed_models, f"{base}/allowed_models")]) if models.allowed_models else None
     return {
         "providers": providers,
-        # None: any model of an allowed provider (DESIGN.md section 4).
-        "allowed": allowed,
+        # An empty allowed_models allows any model of an allowed provider (DESIGN.md section 4).
+        "any_model": not models.allowed_models,
+        "allowed": _name_matcher([(models.allowed_models, f"{base}/allowed_models")]),
         "denied": _name_matcher([(models.denied_models, f"{base}/denied_models")]),
     }
 
@@ -310,9 +310,9 @@ def _lower_filesystem(fs: FilesystemSection | None) -> dict[str, Any] | None:
                 f"{base}/allowed_extensions/{index}",
             )
         extensions["." + _ascii_lower(match.group(1))] = True
-    operations: dict[str, bool] | None = None
+    # No allowed_operations: every operation.
+    operations = dict.fromkeys(FILE_OPERATIONS, True) if fs.allowed_operations is None else {}
     if fs.allowed_operations is not None:
-        operations = {}
         for index, operation in enumerate(fs.allowed_operations):
             if operation not in FILE_OPERATIONS:
                 raise _error(
@@ -324,8 +324,9 @@ def _lower_filesystem(fs: FilesystemSection | None) -> dict[str, Any] | None:
         "enabled": fs.enabled,
         "allowed": _path_matcher(fs.allowed_paths, f"{base}/allowed_paths"),
         "blocked": _path_matcher(fs.blocked_paths, f"{base}/blocked_paths"),
-        # None: no restriction (an empty allowed_extensions list does not forbid every file).
-        "extensions": extensions or None,
+        # An empty allowed_extensions list restricts nothing (it does not forbid every file).
+        "any_extension": not extensions,
+        "extensions": extensions,
         "operations": operations,
     }
 
@@ -365,11 +366,12 @@ def _lower_compliance(compliance: ComplianceSection | None) -> dict[str, Any] | 
 def lower_content(content: PolicyContent) -> dict[str, Any]:
     """Return the data document (without ``meta``) for ``data.sekuire.workspaces.<ws>.policy``.
 
-    A missing section is ``None`` (the Rego denies with ``<domain>.missing``).
+    A missing section is ``None`` and ``sections[name]`` is false (the Rego denies
+    with ``<domain>.missing``).
     """
     agent = content.agent
     permissions = content.permissions
-    return {
+    sections = {
         "tools": _lower_tools(agent.capabilities if agent else None, permissions.tools if permissions else None),
         "network": _lower_network(permissions.network if permissions else None),
         "filesystem": _lower_filesystem(permissions.filesystem if permissions else None),
@@ -377,5 +379,10 @@ def lower_content(content: PolicyContent) -> dict[str, Any]:
         "models": _lower_models(agent.models if agent else None),
         "rate_limits": _lower_rate_limits(content.rate_limits),
         "compliance": _lower_compliance(content.compliance),
+    }
+    return {
+        # The Rego tests presence here: reading a whole section costs OPA O(section size) per query.
+        "sections": {name: section is not None for name, section in sections.items()},
+        **sections,
         "model_providers": model_provider_table(),
     }

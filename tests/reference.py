@@ -1,0 +1,446 @@
+"""A small reference implementation of DESIGN.md section 4, for differential and property tests.
+
+It reads the *raw* policy content (the ``content`` object of a policy.json), not
+the lowered data, and is written for obviousness rather than speed: lists are
+scanned, wildcards become ``re`` patterns, IP addresses go through
+:mod:`ipaddress`. The semantic decisions it encodes are the ones written down in
+docs/policy-semantics.md; the Rego library must agree with it on every action.
+
+    decide(content, input_document, meta) -> {"allow", "violations", "policy"}
+    check_manifest(content, manifest, meta) -> {"allow", "violations", "warnings", "policy"}
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+__all__ = ["ACTION_TYPES", "FILE_OPERATIONS", "MAX_SAFE_INTEGER", "check_manifest", "decide", "parse_host"]
+
+ACTION_TYPES = ("api", "capability", "filesystem", "model", "network", "rate_limit", "tool")
+FILE_OPERATIONS = ("append", "create", "delete", "execute", "list", "read", "write")
+MAX_SAFE_INTEGER = 2**53 - 1
+
+# Model-name prefix -> provider. A prefix ending in "-" is plain; a family name must be
+# followed by the end of the name, "-", "_", ".", ":" or a digit.
+PROVIDER_PREFIXES = {
+    "gpt-": "openai", "chatgpt-": "openai", "o1": "openai", "o3": "openai", "o4": "openai",
+    "claude-": "anthropic", "gemini-": "google", "mistral-": "mistral", "mixtral-": "mistral",
+    "codestral": "mistral", "llama": "meta", "command-": "cohere", "deepseek-": "deepseek", "grok-": "xai",
+}
+
+_TYPE_LIST = ", ".join(ACTION_TYPES)
+_OPERATION_LIST = ", ".join(FILE_OPERATIONS)
+_HOST_CHARS = re.compile(r"[A-Za-z0-9._:\[\]-]+")
+_PORT = r"(?:0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_BRACKETED = re.compile(r"\[([0-9A-Za-z:.]+)\](?::" + _PORT + ")?")
+_IPV4 = re.compile(r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
+_NUMERIC = re.compile(r"[0-9]+|0x[0-9a-f]*")
+
+
+def _ascii_lower(text: str) -> str:
+    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text)
+
+
+def _q(value: str) -> str:
+    return f"'{value}'"
+
+
+def _section(content: dict[str, Any], *path: str) -> dict[str, Any] | None:
+    node: Any = content
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
+def _non_empty_string(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _safe_count(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return 0 <= value <= MAX_SAFE_INTEGER and float(value).is_integer()
+
+
+# -- names ---------------------------------------------------------------------------------------------
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    if "*" not in pattern:
+        return pattern == name
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, name, re.DOTALL) is not None
+
+
+def _any_name(patterns: list[str], name: str) -> bool:
+    return any(_name_matches(p, name) for p in patterns)
+
+
+# -- hosts ---------------------------------------------------------------------------------------------
+
+
+def _ipv6(text: str) -> tuple[str, str] | None:
+    text = text.lower()
+    if not re.fullmatch(r"[0-9a-f:.]+", text):
+        return None
+    try:
+        address = ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+    if address.ipv4_mapped is not None:
+        return None
+    return ("ipv6", text)
+
+
+def parse_host(raw: str) -> tuple[str, str] | None:
+    """(kind, normalised host) with kind "name", "ipv4" or "ipv6"; None for network.invalid_host."""
+    if not _HOST_CHARS.fullmatch(raw):
+        return None
+    bracketed = _BRACKETED.fullmatch(raw)
+    if bracketed:
+        return _ipv6(bracketed.group(1))
+    if "[" in raw or "]" in raw:
+        return None
+    if raw.count(":") >= 2:
+        return _ipv6(raw)
+    name, colon, port = raw.partition(":")
+    if colon and not re.fullmatch(_PORT, port):
+        return None
+    name = name.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if _IPV4.fullmatch(name):
+        return ("ipv4", name)
+    labels = name.split(".")
+    if len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels) and not _NUMERIC.fullmatch(labels[-1]):
+        return ("name", name)
+    return None
+
+
+def _domain_matches(entry: str, kind: str, host: str) -> bool:
+    entry = entry.lower()
+    if "/" in entry:
+        if kind == "name":
+            return False
+        network = ipaddress.ip_network(entry, strict=False)
+        address = ipaddress.ip_address(host)
+        return network.version == address.version and address in network
+    literal = entry[1:-1] if entry.startswith("[") else entry
+    if ":" in literal:
+        return kind == "ipv6" and ipaddress.IPv6Address(literal) == ipaddress.IPv6Address(host)
+    entry = entry[:-1] if entry.endswith(".") else entry
+    if _IPV4.fullmatch(entry):
+        return kind == "ipv4" and entry == host
+    if kind != "name":
+        return False
+    if entry == "*":
+        return True
+    if entry.startswith("*."):
+        suffix = entry[2:]
+        return host == suffix or host.endswith("." + suffix)
+    return entry == host
+
+
+def _any_domain(entries: list[str], kind: str, host: str) -> bool:
+    return any(_domain_matches(e, kind, host) for e in entries)
+
+
+# -- paths ---------------------------------------------------------------------------------------------
+
+
+def _normal_path(path: str) -> bool:
+    if path == "/":
+        return True
+    return path.startswith("/") and "\0" not in path and all(s not in ("", ".", "..") for s in path[1:].split("/"))
+
+
+def _path_matches(pattern: str, path: str) -> bool:
+    if pattern.endswith("/*"):
+        directory = pattern[:-2]
+        return path.startswith(directory + "/") and path != "/"
+    return pattern == path
+
+
+def _extension(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    i = name.rfind(".")
+    return _ascii_lower(name[i:]) if 0 < i < len(name) - 1 else ""
+
+
+# -- models --------------------------------------------------------------------------------------------
+
+
+def _provider(name: Any, given: Any) -> str | None:
+    if _non_empty_string(given):
+        return _ascii_lower(given)
+    if given is not None or not isinstance(name, str):
+        return None
+    folded = _ascii_lower(name)
+    found = set()
+    for prefix, provider in PROVIDER_PREFIXES.items():
+        if folded.startswith(prefix):
+            rest = folded[len(prefix):]
+            if prefix.endswith("-") or rest == "" or rest[0] in "-_.:0123456789":
+                found.add(provider)
+    return found.pop() if len(found) == 1 else None
+
+
+# -- decisions -----------------------------------------------------------------------------------------
+
+
+def _tool(content: dict, action: dict, out: set) -> None:
+    kind, name = action["type"], action.get("name")
+    if not _non_empty_string(name):
+        out.add(("input.invalid", f"{kind} action needs a non-empty string name"))
+        return
+    capabilities = _section(content, "agent", "capabilities")
+    tools = _section(content, "permissions", "tools")
+    if capabilities is None and tools is None:
+        out.add(("tool.missing", "the workspace policy has no tool permissions (agent.capabilities or permissions.tools)"))
+        return
+    capabilities, tools = capabilities or {}, tools or {}
+    allowed = list(capabilities.get("allowed_tools", [])) + list(tools.get("allowed_tools", []))
+    blocked = list(capabilities.get("denied_tools", [])) + list(tools.get("blocked_tools", []))
+    if _any_name(blocked, name):
+        out.add(("tool.blocked", f"{kind} {_q(name)} is blocked by the workspace policy"))
+    if not _any_name(allowed, name):
+        out.add(("tool.not_allowed", f"{kind} {_q(name)} is not in the allowed tools"))
+
+
+def _network(content: dict, action: dict, out: set) -> None:
+    raw, protocol = action.get("host"), action.get("protocol")
+    valid = True
+    if not isinstance(raw, str):
+        out.add(("input.invalid", "network action needs a string host"))
+        valid = False
+    if protocol is not None and not isinstance(protocol, str):
+        out.add(("input.invalid", "network action protocol must be a string"))
+        valid = False
+    if not valid:
+        return
+    section = _section(content, "permissions", "network")
+    if section is None:
+        out.add(("network.missing", "the workspace policy has no network permissions (permissions.network)"))
+        return
+    if section.get("enabled", True) is not True:
+        out.add(("network.disabled", "network access is disabled by the workspace policy"))
+        return
+    protocol = _ascii_lower(protocol or "")
+    if section.get("require_tls", True) and protocol not in ("https", "wss"):
+        out.add(("network.tls_required",
+                 f"protocol {_q(protocol)} is not allowed: the workspace policy requires TLS (https or wss)"))
+    parsed = parse_host(raw)
+    if parsed is None:
+        out.add(("network.invalid_host", f"host {_q(raw)} is not a valid host name or IP address"))
+        return
+    kind, host = parsed
+    if _any_domain(section.get("blocked_domains", []), kind, host):
+        out.add(("network.blocked", f"host {_q(host)} is blocked by the workspace policy"))
+    if not _any_domain(section.get("allowed_domains", []), kind, host):
+        out.add(("network.not_allowed", f"host {_q(host)} is not in the allowed domains"))
+
+
+def _filesystem(content: dict, action: dict, out: set) -> None:
+    path, operation = action.get("path"), action.get("operation")
+    if not isinstance(path, str):
+        out.add(("input.invalid", "filesystem action needs a string path"))
+    if isinstance(operation, str) and operation not in FILE_OPERATIONS:
+        out.add(("input.invalid", f"unknown filesystem operation {_q(operation)}; expected one of: {_OPERATION_LIST}"))
+    if not isinstance(operation, str):
+        out.add(("input.invalid", f"filesystem action needs an operation: one of {_OPERATION_LIST}"))
+    if not isinstance(path, str) or operation not in FILE_OPERATIONS:
+        return
+    section = _section(content, "permissions", "filesystem")
+    if section is None:
+        out.add(("fs.missing", "the workspace policy has no filesystem permissions (permissions.filesystem)"))
+        return
+    if section.get("enabled", True) is not True:
+        out.add(("fs.disabled", "filesystem access is disabled by the workspace policy"))
+        return
+    operations = section.get("allowed_operations")
+    if operations is not None and operation not in operations:
+        out.add(("fs.operation", f"operation {_q(operation)} is not in the allowed filesystem operations"))
+    if not _normal_path(path):
+        out.add(("fs.invalid_path", f"path {_q(path)} is not an absolute normalised path"))
+        return
+    if any(_path_matches(p, path) for p in section.get("blocked_paths", [])):
+        out.add(("fs.blocked", f"path {_q(path)} is blocked by the workspace policy"))
+    if not any(_path_matches(p, path) for p in section.get("allowed_paths", [])):
+        out.add(("fs.not_allowed", f"path {_q(path)} is not in the allowed paths"))
+    extensions = {_ascii_lower(e if e.startswith(".") else "." + e) for e in section.get("allowed_extensions", [])}
+    if extensions and operation != "list" and _extension(path) not in extensions:
+        out.add(("fs.ext", f"the extension of path {_q(path)} is not in the allowed extensions"))
+
+
+def _api(content: dict, action: dict, out: set) -> None:
+    name = action.get("name")
+    if not _non_empty_string(name):
+        out.add(("input.invalid", "api action needs a non-empty string name"))
+        return
+    section = _section(content, "permissions", "apis")
+    if section is None:
+        out.add(("api.missing", "the workspace policy has no API permissions (permissions.apis)"))
+        return
+    if _any_name(section.get("blocked_apis", []), name):
+        out.add(("api.blocked", f"api {_q(name)} is blocked by the workspace policy"))
+    if not _any_name(section.get("allowed_apis", []), name):
+        out.add(("api.not_allowed", f"api {_q(name)} is not in the allowed APIs"))
+
+
+def _model(content: dict, action: dict, out: set) -> None:
+    name, given = action.get("name"), action.get("provider")
+    valid = True
+    if not _non_empty_string(name):
+        out.add(("input.invalid", "model action needs a non-empty string name"))
+        valid = False
+    if given is not None and not _non_empty_string(given):
+        out.add(("input.invalid", "model action provider must be a non-empty string"))
+        valid = False
+    if not valid:
+        return
+    section = _section(content, "agent", "models")
+    if section is None:
+        out.add(("model.missing", "the workspace policy has no model permissions (agent.models)"))
+        return
+    provider = _provider(name, given)
+    providers = {_ascii_lower(p) for p in section.get("allowed_providers", [])}
+    if provider is None:
+        out.add(("model.provider_not_allowed", f"the provider of model {_q(name)} is unknown, so it is not allowed"))
+    elif provider not in providers:
+        out.add(("model.provider_not_allowed",
+                 f"provider {_q(provider)} of model {_q(name)} is not in the allowed providers"))
+    if _any_name(section.get("denied_models", []), name):
+        out.add(("model.denied", f"model {_q(name)} is denied by the workspace policy"))
+    allowed = section.get("allowed_models", [])
+    if allowed and not _any_name(allowed, name):
+        out.add(("model.not_allowed", f"model {_q(name)} is not in the allowed models"))
+
+
+def _rate_limit(content: dict, action: dict, out: set) -> None:
+    kind, amount, usage = action.get("kind"), action.get("amount"), action.get("usage")
+    valid = True
+    if kind not in ("request", "token"):
+        out.add(("input.invalid", "rate_limit action kind must be 'request' or 'token'"))
+        valid = False
+    if not _safe_count(amount):
+        out.add(("input.invalid", f"rate_limit action amount must be a whole number from 0 to {MAX_SAFE_INTEGER}"))
+        valid = False
+    if not (isinstance(usage, dict) and _safe_count(usage.get("minute")) and _safe_count(usage.get("hour"))):
+        out.add(("input.invalid",
+                 f"rate_limit action usage must have whole numbers minute and hour from 0 to {MAX_SAFE_INTEGER}"))
+        valid = False
+    if not valid:
+        return
+    section = _section(content, "rate_limits")
+    if section is None:
+        out.add(("rate_limit.missing", "the workspace policy has no rate limits (rate_limits)"))
+        return
+    limits = section.get("requests" if kind == "request" else "tokens") or {}
+    for window in ("minute", "hour"):
+        maximum = limits.get(f"max_per_{window}")
+        used = usage[window]
+        if maximum is not None and used + amount > maximum:
+            out.add(("rate_limit.exceeded", f"{kind} rate limit exceeded: {int(used)} used + {int(amount)} "
+                                            f"requested > {maximum} per {window}"))
+
+
+_DOMAINS = {"tool": _tool, "capability": _tool, "network": _network, "filesystem": _filesystem, "api": _api,
+            "model": _model, "rate_limit": _rate_limit}
+
+
+def _sorted(pairs: set[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"rule": rule, "message": message} for rule, message in sorted(pairs)]
+
+
+def decide(content: dict[str, Any], input_document: Any, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The decision for ``{"action": ..., "context": ...}`` under the raw policy ``content``."""
+    action = input_document.get("action") if isinstance(input_document, dict) else None
+    out: set[tuple[str, str]] = set()
+    if not isinstance(action, dict):
+        out.add(("input.invalid", "input.action must be an object"))
+    elif not isinstance(action.get("type"), str):
+        out.add(("input.invalid", f"input.action.type must be one of: {_TYPE_LIST}"))
+    elif action["type"] not in _DOMAINS:
+        out.add(("input.invalid", f"unknown action type {_q(action['type'])}; expected one of: {_TYPE_LIST}"))
+    else:
+        _DOMAINS[action["type"]](content, action, out)
+    return {"allow": not out, "violations": _sorted(out), "policy": meta or {}}
+
+
+def _string_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_non_empty_string(v) for v in value)
+
+
+def check_manifest(content: dict[str, Any], manifest: Any, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The push-gate check of an agent manifest (see the manifest module's METADATA)."""
+    out: set[tuple[str, str]] = set()
+    warnings: set[tuple[str, str]] = set()
+    doc = manifest if isinstance(manifest, dict) else {}
+    if not isinstance(manifest, dict):
+        out.add(("input.invalid", "the manifest must be an object"))
+    agent = doc.get("agent")
+    if agent is not None and not isinstance(agent, dict):
+        out.add(("input.invalid", "manifest field agent must be an object"))
+    agent = agent if isinstance(agent, dict) else {}
+    llm = agent.get("llm")
+    if llm is not None and not isinstance(llm, dict):
+        out.add(("input.invalid", "manifest field agent.llm must be an object"))
+    llm = llm if isinstance(llm, dict) else {}
+    for field in ("model", "provider"):
+        if llm.get(field) is not None and not _non_empty_string(llm[field]):
+            out.add(("input.invalid", f"manifest field agent.llm.{field} must be a non-empty string"))
+    tools_list = doc.get("tools")
+    if tools_list is not None and not _string_list(tools_list):
+        out.add(("input.invalid", "manifest field tools must be a list of non-empty strings"))
+    capabilities = doc.get("capabilities")
+    if capabilities is not None and not isinstance(capabilities, dict):
+        out.add(("input.invalid", "manifest field capabilities must be an object"))
+    provides = capabilities.get("provides") if isinstance(capabilities, dict) else None
+    if provides is not None and not _string_list(provides):
+        out.add(("input.invalid", "manifest field capabilities.provides must be a list of non-empty strings"))
+
+    model = llm.get("model") if _non_empty_string(llm.get("model")) else None
+    given = llm.get("provider") if _non_empty_string(llm.get("provider")) else None
+    models = _section(content, "agent", "models")
+    if models is None and (model is not None or given is not None):
+        out.add(("manifest.model_not_allowed",
+                 "the workspace policy has no model permissions (agent.models), so no model is allowed"))
+    if models is not None and (model is not None or given is not None):
+        provider = _provider(model, given)
+        providers = {_ascii_lower(p) for p in models.get("allowed_providers", [])}
+        if provider is None and model is not None:
+            out.add(("manifest.provider_not_allowed",
+                     f"the provider of agent model {_q(model)} is unknown, so it is not allowed"))
+        if provider is not None and provider not in providers:
+            out.add(("manifest.provider_not_allowed", f"agent provider {_q(provider)} is not in the allowed providers"))
+        if model is not None and _any_name(models.get("denied_models", []), model):
+            out.add(("manifest.model_denied", f"agent model {_q(model)} is denied by the workspace policy"))
+        allowed = models.get("allowed_models", [])
+        if model is not None and allowed and not _any_name(allowed, model):
+            out.add(("manifest.model_not_allowed", f"agent model {_q(model)} is not in the allowed models"))
+
+    names = set(tools_list if _string_list(tools_list) else []) | set(provides if _string_list(provides) else [])
+    capability_section = _section(content, "agent", "capabilities")
+    tools_section = _section(content, "permissions", "tools")
+    for name in names:
+        if capability_section is None and tools_section is None:
+            out.add(("manifest.tool_not_allowed",
+                     f"tool {_q(name)} is not allowed: the workspace policy has no tool permissions"))
+            continue
+        caps, tools = capability_section or {}, tools_section or {}
+        if _any_name(list(caps.get("denied_tools", [])) + list(tools.get("blocked_tools", [])), name):
+            out.add(("manifest.tool_denied", f"tool {_q(name)} is denied by the workspace policy"))
+        if not _any_name(list(caps.get("allowed_tools", [])) + list(tools.get("allowed_tools", [])), name):
+            out.add(("manifest.tool_not_allowed", f"tool {_q(name)} is not in the allowed tools"))
+
+    compliance = _section(content, "compliance")
+    logging_ = doc.get("logging")
+    if compliance and compliance.get("require_audit_logging") is True and not (
+        isinstance(logging_, dict) and logging_.get("enabled") is True
+    ):
+        warnings.add(("manifest.compliance",
+                      "the workspace policy requires audit logging; the manifest does not declare logging.enabled: true"))
+    return {"allow": not out, "violations": _sorted(out), "warnings": _sorted(warnings), "policy": meta or {}}
