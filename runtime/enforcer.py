@@ -26,10 +26,9 @@ from types import TracebackType
 from typing import Any
 
 from ..compiler.policy import Policy
-from ..compiler.regolib import workspace_root
 from .cache import DecisionCache, cache_key
 from .decision_log import DecisionLogger, DecisionSink, LoggingSink
-from .engine import EmbeddedEngine, Engine
+from .engine import EmbeddedEngine, Engine, decision_path
 from .errors import EngineError, EngineResponseError, PolicyViolationError
 from .normalize import check_name, normalize_action
 from .ratelimit import RateLimiter, Reservation
@@ -40,7 +39,6 @@ __all__ = [
     "ENGINE_UNAVAILABLE",
     "PolicyEnforcer",
     "Violation",
-    "decision_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,11 +49,6 @@ DEV_OVERRIDE_ENV = "SEKUIRE_POLICY_DEV_OVERRIDE"
 ENGINE_UNAVAILABLE = "engine.unavailable"
 
 ViolationCallback = Callable[[str, str], Any]
-
-
-def decision_path(workspace_id: str) -> str:
-    """The decision entry point of a workspace as an OPA data path (``sekuire/workspaces/<ws>/decision``)."""
-    return f"{workspace_root(workspace_id)}/decision"
 
 
 @dataclass(frozen=True)
@@ -142,9 +135,10 @@ class PolicyEnforcer:
         self.engine = engine if engine is not None else EmbeddedEngine.from_policy(policy)
         self.warn_only = warn_only or _dev_override()
         self.on_violation = on_violation
-        self.cache: DecisionCache[Decision] | None = (
-            DecisionCache(ttl=self.engine.decision_ttl) if cache is True else cache or None
-        )
+        if isinstance(cache, DecisionCache):
+            self.cache: DecisionCache[Decision] | None = cache
+        else:
+            self.cache = DecisionCache(ttl=self.engine.decision_ttl) if cache else None
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
         compliance = policy.content.compliance
         if decision_log is not None:

@@ -33,17 +33,19 @@ from typing import TYPE_CHECKING, Any
 
 import regorus
 
+from ..compiler.bundle import Bundle, load_bundle, read_bundle
+from ..compiler.bundle_signing import verify_bundle
 from ..compiler.compile import CompiledPolicy, compile_policy
 from ..compiler.errors import BundleVerificationError
 from ..compiler.files import read_limited
 from ..compiler.policy import Policy
+from ..compiler.regolib import workspace_root
 from .errors import EngineError, EngineResponseError, EngineUnavailable, InvalidActionError
 
 if TYPE_CHECKING:
-    from ..compiler.bundle import Bundle
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-__all__ = ["EmbeddedEngine", "Engine", "rule_ref"]
+__all__ = ["EmbeddedEngine", "Engine", "decision_path", "rule_ref"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,11 @@ _engine_ids = itertools.count(1)
 # Per thread: engine id -> (weak reference to the engine, {entry point: Rvm}). Kept outside the
 # engine so that a VM is only ever dropped by the thread that made it.
 _thread_vms = threading.local()
+
+
+def decision_path(workspace_id: str) -> str:
+    """The decision entry point of a workspace as an OPA data path (``sekuire/workspaces/<ws>/decision``)."""
+    return f"{workspace_root(workspace_id)}/decision"
 
 
 def rule_ref(path: str) -> str:
@@ -188,9 +195,6 @@ class EmbeddedEngine(Engine):
         the secret for HS256; ``alg`` defaults as OPA's does (RS256, or the EC key's ES*).
         A bundle without signatures is refused unless ``allow_unsigned``, and then logged.
         """
-        from ..compiler.bundle import load_bundle, read_bundle
-        from ..compiler.bundle_signing import verify_bundle
-
         loaded = read_bundle(bundle, source="<bytes>") if isinstance(bundle, bytes) else load_bundle(bundle)
         if loaded.signed:
             if verification_key is None:
@@ -202,12 +206,14 @@ class EmbeddedEngine(Engine):
             raise BundleVerificationError("the bundle is not signed (allow_unsigned=True to load it anyway)", source=loaded.source)
         else:
             logger.warning("loading the unsigned bundle %s: its content is not verified", loaded.source)
+        workspace = _bundle_workspace(loaded)
         return cls(
             loaded.modules,
             loaded.data,
             revision=loaded.revision,
-            bundle_name=_bundle_name(loaded),
-            entry_points=[f"{root}/decision" for root in loaded.roots or () if root.startswith("sekuire/workspaces/")],
+            bundle_name=workspace or _file_name(loaded.source),
+            # A sekuire bundle has a decision to compile now; any other bundle compiles on first query.
+            entry_points=[decision_path(workspace)] if workspace else (),
         )
 
     @property
@@ -297,9 +303,12 @@ def _read_key(path: os.PathLike[str]) -> bytes:
         raise BundleVerificationError(f"cannot read the verification key: {exc.strerror or exc}", source=os.fspath(path)) from None
 
 
-def _bundle_name(bundle: Bundle) -> str:
+def _bundle_workspace(bundle: Bundle) -> str | None:
+    """The workspace of a bundle ``sekuire policy build`` wrote (its manifest metadata names it)."""
     metadata = (bundle.manifest or {}).get("metadata")
     workspace = metadata.get("workspace_id") if isinstance(metadata, dict) else None
-    if isinstance(workspace, str) and workspace:
-        return workspace
-    return Path(bundle.source).name if bundle.source not in ("", "<bytes>") else "bundle"
+    return workspace if isinstance(workspace, str) and workspace else None
+
+
+def _file_name(source: str) -> str:
+    return Path(source).name if source not in ("", "<bytes>") else "bundle"

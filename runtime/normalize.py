@@ -16,8 +16,10 @@ normalising here gives cache hits for equivalent spellings and clearer errors.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,7 +54,12 @@ FILE_OPERATIONS = frozenset(_OPERATIONS)
 
 RATE_LIMIT_KINDS = frozenset({"request", "token"})
 
-_PORT_SUFFIX = re.compile(r"(?::[0-9]{1,5})?")
+_ASCII_SPACE = " \t\r\n\f\v"
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+# The Rego's forms: a port is 0-65535 without leading zeros; "[v6]" or "[v6]:port"; "name" or "name:port".
+_PORT = r"(?:0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_BRACKETED = re.compile(rf"\[([0-9a-f:.]+)\](?::{_PORT})?")
+_NAME_PORT = re.compile(rf"([^:\[]+)(?::{_PORT})?")
 
 
 def _show(value: object) -> str:
@@ -84,22 +91,30 @@ def check_name(name: object, field: str = "name") -> str:
 
 
 def normalize_host(host: object) -> str:
-    """Lower-case, strip whitespace, one trailing dot, a ``:port`` and IPv6 brackets.
+    """Strip ASCII whitespace, fold ASCII case, drop a ``:port``, IPv6 brackets and one trailing dot.
 
-    Only a non-string (or oversized) host raises; anything else that is still not
-    a hostname is returned for the Rego to deny as ``network.invalid_host``.
+    This mirrors the Rego's own host normalisation and is no more lenient: a
+    spelling the Rego calls ``network.invalid_host`` (``[api.openai.com]``,
+    ``host:99999``, a non-ASCII letter that folds to ASCII) comes back unchanged
+    for the Rego to deny. Only a non-string or oversized host raises.
     """
-    value = _check_string(host, "host").strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        if end > 0 and _PORT_SUFFIX.fullmatch(value, end + 1):
-            value = value[1:end]
-    elif value.count(":") == 1:
-        # One colon is a port; more is a bare IPv6 literal, which has no port.
-        name, _, port = value.partition(":")
-        if _PORT_SUFFIX.fullmatch(":" + port) and port:
-            value = name
-    return value[:-1] if value.endswith(".") else value
+    value = _check_string(host, "host").strip(_ASCII_SPACE).translate(_ASCII_LOWER)
+    bracketed = _BRACKETED.fullmatch(value)
+    if bracketed:
+        return bracketed[1] if _is_ipv6(bracketed[1]) else value
+    named = _NAME_PORT.fullmatch(value)
+    if named:
+        name = named[1]
+        return name[:-1] if name.endswith(".") else name
+    return value
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def normalize_path(path: object) -> str:
