@@ -6,7 +6,9 @@ agent manifests is decided by
 
 - tests/reference.py over the raw policy content (allow + sorted violations),
 - one real ``opa eval`` process over the rendered modules and data (all cases at once),
-- the embedded engine regorus (the Python package the runtime uses),
+- the embedded engine regorus (the Python package the runtime uses), both its
+  interpreter (``Engine``) and its compiled VM (``Program`` + ``Rvm``, what the
+  runtime's EmbeddedEngine runs),
 
 and the three must agree: the reference with OPA on allow and the violation
 list, OPA with regorus on the whole decision document.
@@ -273,6 +275,28 @@ def _regorus_results(compiled, cases) -> list[Any]:
     return results
 
 
+def _rvm_results(compiled, cases) -> list[Any]:
+    """The same cases on regorus' compiled VM, which the runtime's EmbeddedEngine runs."""
+    data: dict[str, Any] = {}
+    modules = []
+    for policy, _ in compiled:
+        modules += list(policy.modules.items())
+        _merge(data, policy.data)
+    data_json = json.dumps(data)
+    machines: dict[str, Any] = {}
+    results = []
+    for policy, _, entry, doc in cases:
+        ref = f"data.{policy.package}.{entry}"
+        if ref not in machines:
+            program = regorus.Program.compile_from_modules(data_json, modules, [ref])
+            machines[ref] = regorus.Rvm()
+            machines[ref].load_program(program)
+            machines[ref].set_data_json(data_json)
+        machines[ref].set_input_json(json.dumps(doc))
+        results.append(json.loads(machines[ref].execute_entry_point(ref)))
+    return results
+
+
 def test_corpus_is_large_and_covers_every_action_type() -> None:
     actions, manifests = corpus()
     assert len(actions) >= 2000
@@ -286,18 +310,19 @@ def test_reference_opa_and_regorus_agree(opa_bin, tmp_path, compiled) -> None:
     cases = list(_cases(compiled, actions, manifests))
     opa = _opa_results(opa_bin, tmp_path, compiled, cases)
     embedded = _regorus_results(compiled, cases)
-    assert len(opa) == len(embedded) == len(cases)
+    compiled_vm = _rvm_results(compiled, cases)
+    assert len(opa) == len(embedded) == len(compiled_vm) == len(cases)
 
     mismatches = []
     outcomes = {True: 0, False: 0}
-    for (policy, content, entry, doc), from_opa, from_regorus in zip(cases, opa, embedded):
+    for (policy, content, entry, doc), from_opa, from_regorus, from_rvm in zip(cases, opa, embedded, compiled_vm):
         meta = policy.data["sekuire"]["workspaces"][policy.workspace_id]["policy"]["meta"]
         expected = (reference.decide(content, doc, meta) if entry == "decision"
                     else reference.check_manifest(content, doc, meta))
         outcomes[from_opa["allow"]] += 1
-        if from_opa != expected or from_regorus != from_opa:
-            mismatches.append({"workspace": policy.workspace_id, "entry": entry, "input": doc,
-                               "reference": expected, "opa": from_opa, "regorus": from_regorus})
+        if from_opa != expected or from_regorus != from_opa or from_rvm != from_opa:
+            mismatches.append({"workspace": policy.workspace_id, "entry": entry, "input": doc, "reference": expected,
+                               "opa": from_opa, "regorus": from_regorus, "regorus_rvm": from_rvm})
     assert not mismatches, json.dumps(mismatches[:5], indent=1, ensure_ascii=False) + f"\n({len(mismatches)} in all)"
     # A corpus where everything is denied (or allowed) would prove little.
     assert outcomes[True] > 200 and outcomes[False] > 2000
