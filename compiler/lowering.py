@@ -1,6 +1,6 @@
 """Lowering: verified policy content -> the normalised data document the Rego library reads.
 
-Every list becomes a structure the Rego can answer with object lookups, so a
+Every list becomes a structure the Rego can answer with key lookups, so a
 decision costs the same whether a list has ten entries or a hundred thousand:
 
 - names (tools, capabilities, APIs, models)::
@@ -8,7 +8,7 @@ decision costs the same whether a list has ten entries or a hundred thousand:
       {"exact": {"web_search": true}, "patterns": {"file_*": "^(?s:file_.*)$"}}
 
   ``exact`` is looked up by key; only ``patterns`` (globs with ``*``, as
-  anchored regular expressions both OPA and regorus run identically) are iterated.
+  anchored regular expressions that OPA and regorus run identically) are iterated.
 - domains::
 
       {"any": false, "exact": {"api.openai.com": true, "10.0.0.1": true},
@@ -23,9 +23,11 @@ decision costs the same whether a list has ten entries or a hundred thousand:
 
   ``/dir/*`` is the prefix key ``/dir``: the Rego looks up each ancestor of the path.
 
-Patterns are validated here; an illegal one raises :class:`CompileError` whose
-pointer names the entry (``/content/permissions/network/allowed_domains/3``).
-docs/policy-semantics.md describes the layout and the semantic decisions.
+``sections`` says which sections exist, so the Rego never reads a whole section
+to learn that. Patterns are validated here; an illegal one raises
+:class:`CompileError` whose pointer names the entry
+(``/content/permissions/network/allowed_domains/3``). docs/policy-semantics.md
+describes the whole layout and the semantic decisions.
 """
 
 from __future__ import annotations
