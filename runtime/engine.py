@@ -40,7 +40,7 @@ from ..compiler.errors import BundleVerificationError
 from ..compiler.files import read_limited
 from ..compiler.policy import Policy
 from ..compiler.regolib import workspace_root
-from .errors import EngineError, EngineResponseError, EngineUnavailable, InvalidActionError
+from .errors import EngineResponseError, EngineUnavailable, InvalidActionError, SekuireRuntimeError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -276,7 +276,7 @@ class EmbeddedEngine(Engine):
             vm, ref = self._vm(path)
             vm.set_input_json(input_json)
             output = vm.execute_entry_point(ref)
-        except EngineError:
+        except SekuireRuntimeError:
             raise
         except BaseException as exc:
             if not _is_regorus_error(exc):

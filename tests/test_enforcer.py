@@ -66,11 +66,15 @@ def write_bundle_dir(compiled: CompiledPolicy, directory: Path) -> Path:
     return directory
 
 
-def signed_variant(tmp_path: Path, seed: bytes, keyring, *, version: str, denied_tools: list[str]) -> Policy:
-    """The vector policy with another version and denied tools, signed with the vector key."""
+def signed_variant(
+    tmp_path: Path, seed: bytes, keyring, *, version: str, denied_tools: list[str] | None = None, audit: bool = True
+) -> Policy:
+    """The vector policy with another version (and denied tools, audit logging), signed with the vector key."""
     document = json.loads(VECTOR_POLICY.read_text(encoding="utf-8"))
     document["version"] = version
-    document["content"]["agent"]["capabilities"]["denied_tools"] = denied_tools
+    if denied_tools is not None:
+        document["content"]["agent"]["capabilities"]["denied_tools"] = denied_tools
+    document["content"]["compliance"]["require_audit_logging"] = audit
     path = tmp_path / f"policy-v{version}.json"
     path.write_text(json.dumps(sign_document(document, seed, document["signing_key_id"])), encoding="utf-8")
     return load_policy(path, keyring=keyring)
