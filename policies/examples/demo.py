@@ -16,11 +16,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sekuire.compiler import load_policy
-from sekuire.compiler.bundle import build_bundle, load_bundle
-from sekuire.compiler.bundle_signing import BundleSigner, verify_bundle
+from sekuire.compiler import BundleSigner, build_bundle, compile_policy, load_bundle, load_policy, verify_bundle
 from sekuire.compiler.cli.policy_cmd import summary_lines
-from sekuire.compiler.compile import compile_policy
 from sekuire.runtime import EmbeddedEngine, PolicyEnforcer, PolicyViolationError
 
 HERE = Path(__file__).resolve().parent
