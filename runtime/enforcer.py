@@ -63,8 +63,9 @@ class Decision:
 
     allow: bool
     violations: tuple[Violation, ...] = ()
-    policy: Mapping[str, Any] = field(default_factory=dict)
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # Compared but not hashed (dicts are not hashable): decisions can go in sets.
+    policy: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
 
     @property
     def allowed(self) -> bool:
@@ -244,7 +245,10 @@ class PolicyEnforcer:
     def _query(self, action: Mapping[str, Any], cacheable: bool) -> tuple[_Query, Decision | None]:
         """The engine input, and the cached decision for it if there is one."""
         input = {"action": action, "context": self._context}  # noqa: A001 - OPA's name
-        revision = self.engine.revision
+        try:
+            revision = self.engine.revision
+        except EngineError:
+            revision = ""  # unknown: not cached; the query itself will tell whether the engine answers
         # Rate-limit decisions depend on counters, not only on the input.
         if self.cache is None or not cacheable or action["type"] == "rate_limit":
             return _Query(input, revision, None), None
@@ -311,7 +315,7 @@ class PolicyEnforcer:
             logger.exception("on_violation callback failed for %s", violation.rule)
 
     def close(self) -> None:
-        """Close the engine if the enforcer made it."""
+        """Close the engine if the enforcer made it (an engine or sink passed in is the caller's to close)."""
         if self._owns_engine:
             self.engine.close()
 

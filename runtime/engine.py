@@ -9,12 +9,11 @@ httpx transport handles one request. Two engines: :class:`EmbeddedEngine`
 Every engine failure surfaces as :class:`EngineError`, which the enforcer turns
 into a deny. regorus is used only in this module.
 
-Why the compiled RVM and one VM per thread (measured on the vector policy's
-decision, see ``_VM_CHOICE``): regorus objects are pinned to the thread that
-created them (pyo3 ``unsendable``: touching or even cloning one from another
-thread panics), so neither a shared engine behind a lock nor ``Engine.clone()``
-per thread is possible. Each thread builds its own VM from the program compiled
-once and kept as bytes, which takes well under a millisecond.
+Why regorus' compiled RVM, one VM per thread (numbers below): regorus objects
+are pinned to the thread that created them (pyo3 ``unsendable``: using, cloning
+or even dropping one on another thread panics or leaks), so neither one engine
+behind a lock nor ``Engine.clone()`` per thread is possible. The program is
+compiled once and kept as bytes; each thread loads its own VM from them.
 """
 
 from __future__ import annotations
@@ -49,12 +48,15 @@ __all__ = ["EmbeddedEngine", "Engine", "decision_path", "rule_ref"]
 
 logger = logging.getLogger(__name__)
 
-# Measured with the vector policy's decision (regorus 0.13.0, CPython 3.11, one core of a 2-core VM):
-#   regorus.Engine  set_input_json + eval_rule           ~56 us/decision, 0.8 ms to parse the modules
-#   regorus.Rvm     set_input_json + execute_entry_point ~20 us/decision, 1.2 ms to compile, 0.06 ms per thread VM
-#   8 threads, per-thread VMs: same per-decision cost (regorus holds the GIL); a single owner thread fed
-#   through a queue (the only way to share one unsendable VM): ~75 us/decision.
-_VM_CHOICE = "rvm"
+# Measured on the vector policy's decision over a mix of six action types (regorus 0.13.0,
+# CPython 3.11, a shared 2-core VM; medians of several runs, noisy to +-30%):
+#   regorus.Engine (add_policy, set_input_json, eval_rule)          ~500 us/decision; 7 ms to load,
+#                                                                    14 ms for the first decision
+#   regorus.Rvm (compile_from_modules, set_input_json, execute_...)   ~60-90 us/decision; 7-10 ms to compile,
+#                                                                    0.3 ms for the first decision,
+#                                                                    under 1 ms to load a VM in a new thread
+#   8 threads on per-thread VMs: about the throughput of one (regorus holds the GIL while it runs); feeding
+#   one VM through a queue to its owner thread (the only way to share one) cost 2-3x per decision.
 
 # regorus marks an undefined result with this JSON string.
 _UNDEFINED = '"<undefined>"'
@@ -241,11 +243,10 @@ class EmbeddedEngine(Engine):
                 self._programs[path] = program
             return program
 
-    def _vm(self, path: str) -> tuple[Any, str]:
-        """This thread's VM for ``path`` and the entry point to run."""
-        engines: dict[int, tuple[weakref.ref[EmbeddedEngine], dict[str, tuple[Any, str]]]] = _thread_vms.__dict__.setdefault(
-            "engines", {}
-        )
+    def _thread_entry(self) -> tuple[weakref.ref[EmbeddedEngine], dict[str, tuple[Any, str]]]:
+        """This thread's VMs of this engine (entry point -> (Rvm, rule ref))."""
+        engines: dict[int, tuple[weakref.ref[EmbeddedEngine], dict[str, tuple[Any, str]]]]
+        engines = _thread_vms.__dict__.setdefault("engines", {})
         entry = engines.get(self._id)
         if entry is None:
             # Drop this thread's VMs of engines that are gone or closed, here in the thread that owns them.
@@ -254,6 +255,11 @@ class EmbeddedEngine(Engine):
                 if engine is None or engine._closed:
                     del engines[engine_id]
             entry = engines[self._id] = (weakref.ref(self), {})
+        return entry
+
+    def _vm(self, path: str) -> tuple[Any, str]:
+        """This thread's VM for ``path`` and the entry point to run."""
+        entry = self._thread_entry()
         vm = entry[1].get(path)
         if vm is None:
             program, partial = regorus.Program.deserialize_binary(self._program(path))
@@ -281,6 +287,8 @@ class EmbeddedEngine(Engine):
         except BaseException as exc:
             if not _is_regorus_error(exc):
                 raise
+            # A VM that failed (or panicked) mid-run may be left inconsistent: this thread builds a new one.
+            self._thread_entry()[1].pop(path, None)
             raise EngineResponseError(f"{path}: {_regorus_message(exc)}") from None
         if output.strip() == _UNDEFINED:
             raise EngineResponseError(f"{path}: undefined (no rule at this path answered)")

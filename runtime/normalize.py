@@ -150,8 +150,8 @@ def check_operation(operation: object) -> str:
 
 
 def check_protocol(protocol: object) -> str:
-    """A URL scheme such as ``https`` or ``wss``, lower-cased."""
-    return check_name(protocol, "protocol").lower()
+    """A URL scheme such as ``https`` or ``wss``, ASCII lower-cased."""
+    return check_name(protocol, "protocol").translate(_ASCII_LOWER)
 
 
 def check_kind(kind: object) -> str:

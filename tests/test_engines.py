@@ -16,7 +16,6 @@ import json
 import sys
 import tarfile
 import threading
-from pathlib import Path
 from typing import Any
 
 import httpx
