@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -133,7 +133,11 @@ class FileSink:
 
 
 class HTTPSink:
-    """Batches of events POSTed gzip-compressed to ``url + resource`` by a background thread."""
+    """Batches of events POSTed gzip-compressed to ``url + resource`` by a background thread.
+
+    A failed upload is kept and retried with exponential backoff (up to 30 s).
+    Call :meth:`close` before exit to upload what is still buffered.
+    """
 
     def __init__(
         self,
@@ -244,14 +248,22 @@ class DecisionLogger:
         self.labels = dict(labels or {})
         #: Events some sink failed to take.
         self.errors = 0
+        self._lock = threading.Lock()
+
+    def _failed(self) -> None:
+        with self._lock:
+            self.errors += 1
 
     @classmethod
-    def of(cls, sinks: DecisionLogger | DecisionSink | Iterable[DecisionSink]) -> DecisionLogger:
-        if isinstance(sinks, DecisionLogger):
-            return sinks
-        if hasattr(sinks, "emit"):
-            return cls(sinks)  # type: ignore[arg-type]
-        return cls(*sinks)  # type: ignore[misc]
+    def of(cls, target: DecisionLogger | DecisionSink) -> DecisionLogger:
+        """``target`` itself if it is a logger, else a logger writing to that one sink."""
+        return target if isinstance(target, DecisionLogger) else cls(target)
+
+    def __enter__(self) -> DecisionLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def log(
         self,
@@ -266,14 +278,14 @@ class DecisionLogger:
         try:
             event = decision_event(path=path, input=input, result=result, error=error, bundles=bundles, labels=self.labels)
         except Exception:  # noqa: BLE001 - a log must never change a decision
-            self.errors += 1
+            self._failed()
             logger.exception("cannot build a decision-log event")
             return None
         for sink in self.sinks:
             try:
                 sink.emit(event)
             except Exception as exc:  # noqa: BLE001
-                self.errors += 1
+                self._failed()
                 logger.warning("decision-log sink %s failed: %s", type(sink).__name__, exc)
         return event["decision_id"]
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 import threading
@@ -40,7 +41,7 @@ from urllib.parse import quote
 import httpx
 
 from .engine import Engine
-from .errors import EngineResponseError, EngineUnavailable
+from .errors import EngineResponseError, EngineUnavailable, InvalidActionError
 
 __all__ = [
     "DEFAULT_DECISION_TTL",
@@ -69,6 +70,7 @@ _LIMITS = httpx.Limits(
     max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY
 )
 _MAX_MESSAGE = 300
+_JSON = {"Content-Type": "application/json"}
 
 
 class OPAEngine(Engine):
@@ -107,6 +109,7 @@ class OPAEngine(Engine):
         )
         self._lock = threading.Lock()
         self._bundles: dict[str, str] = {}
+        self._revision = ""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -114,8 +117,8 @@ class OPAEngine(Engine):
 
     @property
     def revision(self) -> str:
-        with self._lock:
-            return ";".join(f"{name}={revision}" for name, revision in sorted(self._bundles.items()))
+        """``name=revision`` of every bundle OPA reported on its latest answer, ``;``-joined; "" before one."""
+        return self._revision
 
     @property
     def bundles(self) -> dict[str, str]:
@@ -127,17 +130,17 @@ class OPAEngine(Engine):
         return f"{self.url}/v1/data/{'/'.join(segments)}?provenance=true"
 
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002 - OPA's name
-        url = self._data_url(path)
+        url, body = self._data_url(path), _body(input)
         for attempt in range(self.retries + 1):
             with self._failures(last=attempt == self.retries):
-                return self._result(path, self._sync_client().post(url, json={"input": input}))
+                return self._result(path, self._sync_client().post(url, content=body, headers=_JSON))
         raise AssertionError("unreachable: the last attempt raises")
 
     async def aevaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
-        url = self._data_url(path)
+        url, body = self._data_url(path), _body(input)
         for attempt in range(self.retries + 1):
             with self._failures(last=attempt == self.retries):
-                return self._result(path, await self._async_client().post(url, json={"input": input}))
+                return self._result(path, await self._async_client().post(url, content=body, headers=_JSON))
         raise AssertionError("unreachable: the last attempt raises")
 
     @contextlib.contextmanager
@@ -206,6 +209,7 @@ class OPAEngine(Engine):
                 if self._bundles:
                     logger.info("OPA at %s now serves bundle revisions %s", self.url, seen)
                 self._bundles = seen
+                self._revision = ";".join(f"{name}={revision}" for name, revision in sorted(seen.items()))
 
     def close(self) -> None:
         with self._lock:
@@ -223,6 +227,13 @@ class OPAEngine(Engine):
         if client is not None:
             await client.aclose()
         self.close()
+
+
+def _body(input: Mapping[str, Any]) -> bytes:  # noqa: A002
+    try:
+        return json.dumps({"input": input}, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise InvalidActionError(f"input is not JSON: {exc}") from None
 
 
 def _is_opa_error(body: Any) -> bool:

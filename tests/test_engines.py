@@ -387,3 +387,6 @@ def test_opa_request_shape(scripted):
     assert seen[0]["Authorization"] == "Bearer t0ken" and seen[0]["Content-Type"] == "application/json"
     # provenance is asked for on every query; path segments are URL-quoted
     assert seen[0]["path"] == "/v1/data/sekuire/workspaces/ws%201/decision?provenance=true"
+    with OPAEngine(url) as engine, pytest.raises(InvalidActionError, match="not JSON"):
+        engine.evaluate("sekuire/workspaces/ws/decision", {"n": float("nan")})
+    assert len(seen) == 1
