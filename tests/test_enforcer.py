@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import pickle
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -308,6 +309,18 @@ def test_opa_stopped_and_restarted(policy, compiled, opa_server, tmp_path):
         assert enforcer.enforce_tool("web_search").allowed
 
 
+def test_violation_error_survives_pickling(make_enforcer):
+    with pytest.raises(PolicyViolationError) as info:
+        make_enforcer().enforce_tool("shell")
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert (copy.rule, copy.reason, copy.decision, str(copy)) == (
+        info.value.rule,
+        info.value.reason,
+        info.value.decision,
+        str(info.value),
+    )
+
+
 def test_decision_from_result_is_strict():
     good = {"allow": False, "violations": [{"rule": "r", "message": "m", "extra": 1}], "policy": {"hash": "h"}}
     assert Decision.from_result(good) == Decision(False, (Violation("r", "m"),), {"hash": "h"}, good)
@@ -436,6 +449,23 @@ def test_rate_limit_never_exceeded_by_eight_threads(make_enforcer):
     with ThreadPoolExecutor(8) as pool:
         assert sum(pool.map(hammer, range(8))) == 60
     assert enforcer.rate_limiter.usage(enforcer._rate_key("request"))["minute"] == 60
+
+
+def test_rate_limit_never_exceeded_by_concurrent_coroutines(make_enforcer):
+    """Reservations span the awaits: 80 concurrent aenforce_rate_limit calls get exactly 60 allows."""
+    enforcer = make_enforcer(rate_limiter=RateLimiter(clock=lambda: 1000.0))
+
+    async def attempt() -> bool:
+        try:
+            return (await enforcer.aenforce_rate_limit("request")).allowed
+        except PolicyViolationError as exc:
+            assert exc.rule == "rate_limit.exceeded"
+            return False
+
+    async def run() -> list[bool]:
+        return list(await asyncio.gather(*(attempt() for _ in range(80))))
+
+    assert sum(asyncio.run(run())) == 60
 
 
 def test_rate_limit_counters_are_per_agent(make_enforcer):
