@@ -105,6 +105,9 @@ def normalize_host(host: object) -> str:
     named = _NAME_PORT.fullmatch(value)
     if named:
         name = named[1]
+        if name.endswith(".."):
+            # The Rego removes one trailing dot again: dropping one here would let "host.." pass as "host".
+            return value
         return name[:-1] if name.endswith(".") else name
     return value
 
