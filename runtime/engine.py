@@ -48,15 +48,14 @@ __all__ = ["EmbeddedEngine", "Engine", "decision_path", "rule_ref"]
 
 logger = logging.getLogger(__name__)
 
-# Measured on the vector policy's decision over a mix of six action types (regorus 0.13.0,
-# CPython 3.11, a shared 2-core VM; medians of several runs, noisy to +-30%):
-#   regorus.Engine (add_policy, set_input_json, eval_rule)          ~500 us/decision; 7 ms to load,
-#                                                                    14 ms for the first decision
-#   regorus.Rvm (compile_from_modules, set_input_json, execute_...)   ~60-90 us/decision; 7-10 ms to compile,
-#                                                                    0.3 ms for the first decision,
-#                                                                    under 1 ms to load a VM in a new thread
-#   8 threads on per-thread VMs: about the throughput of one (regorus holds the GIL while it runs); feeding
-#   one VM through a queue to its owner thread (the only way to share one) cost 2-3x per decision.
+# Measured on the vector policy's decision over a mix of six action types (regorus 0.13.0, CPython 3.11,
+# a 2-core VM shared with other work, so +-30%):
+#   regorus.Engine  (add_policy, set_input_json, eval_rule)               ~440-560 us/decision;
+#                    4-7 ms to load the modules, ~3 ms for the first decision
+#   regorus.Rvm     (compile_from_modules, set_input_json, execute_...)   ~55-70 us/decision;
+#                    6-10 ms to compile, 0.2 ms for the first decision, <1 ms to load a VM in a new thread
+#   8 threads on per-thread VMs: ~80-120 us/decision of wall time (the GIL allows no parallel speed-up);
+#   one VM fed through a queue by its owner thread (the only way to share one): ~100-230 us.
 
 # regorus marks an undefined result with this JSON string.
 _UNDEFINED = '"<undefined>"'
