@@ -584,6 +584,8 @@ def test_hostile_values_are_denied(make_enforcer, kind, field, value):
         ("\u2003api.openai.com", "\u2003api.openai.com"),
         ("ÉXAMPLE.COM", "Éxample.com"),
         ("a@b.com:80", "a@b.com"),
+        ("api.openai.com..", "api.openai.com.."),  # the Rego drops one more dot: keep both for it to refuse
+        ("api.openai.com..:443", "api.openai.com..:443"),
     ],
 )
 def test_normalize_host(host, expected):
@@ -607,6 +609,21 @@ def test_normalize_host(host, expected):
 )
 def test_normalize_path(path, expected):
     assert normalize_path(path) == expected
+
+
+def test_normalisation_never_allows_what_the_rego_denies(policy):
+    """For every spelling, Python normalisation then the Rego allows only if the Rego alone allows the raw host
+    (surrounding ASCII whitespace, which the runtime strips by design, aside)."""
+    bases = ["api.openai.com", "x.anthropic.com", "evil.anthropic.com", "[::1]", "::1", "10.0.0.1", "openai.com"]
+    decorations = ["{}", "{}.", "{}..", "{}:443", "{}.:443", "{}..:443", "{}:0443", "{}:99999", "{}:", "[{}]", "[{}]:1",
+                   "{}]", "[{}", "{}:1:2", "{}/", "{}\\", "@{}", "{}#", "{}%25", "{}\u3002", "{}\uff0e"]
+    hosts = {d.format(b) for b in bases for d in decorations} | {h.upper() for b in bases for h in (b, b + ":8")}
+    with EmbeddedEngine.from_policy(policy) as engine:
+        enforcer = PolicyEnforcer(policy, engine=engine, cache=False)
+        for host in sorted(hosts):
+            raw = engine.evaluate(enforcer.path, {"action": {"type": "network", "host": host, "protocol": "https"}})
+            if enforcer.check({"type": "network", "host": host}).allowed:
+                assert raw["allow"], f"{host!r} is denied by the Rego but allowed after normalisation"
 
 
 def test_normalisation_is_idempotent():
