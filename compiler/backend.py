@@ -19,8 +19,9 @@ from urllib.parse import quote
 import httpx
 
 from .canonical import strict_loads
-from .errors import BackendError, PolicyFormatError
-from .policy import MAX_POLICY_BYTES
+from .errors import BackendError, IntegrityError, PolicyFormatError
+from .keyring import Keyring
+from .policy import MAX_POLICY_BYTES, Policy, parse_policy
 
 __all__ = [
     "DEFAULT_BACKEND",
@@ -34,6 +35,7 @@ __all__ = [
     "key_url",
     "parse_key_document",
     "push_agent_manifest",
+    "verify_active_policy",
 ]
 
 DEFAULT_BACKEND = "https://api.sekuire.ai"
@@ -171,3 +173,30 @@ def push_agent_manifest(
         return {}
     answer = _decode(url, response, _MAX_SMALL_ANSWER_BYTES)
     return answer if isinstance(answer, dict) else {}
+
+
+def verify_active_policy(
+    fetched: Fetched,
+    workspace_id: str,
+    keyring: Keyring,
+    *,
+    allow_unsigned: bool = False,
+    trust_embedded_key: bool = False,
+) -> Policy:
+    """Verify a fetched active policy: hash and signature, the workspace asked for, status ``active``."""
+    policy = parse_policy(
+        fetched.document,
+        keyring,
+        allow_unsigned=allow_unsigned,
+        trust_embedded_key=trust_embedded_key,
+        source=fetched.url,
+    )
+    if policy.workspace_id != workspace_id:
+        raise IntegrityError(
+            f"backend answered with workspace {policy.workspace_id!r}, not {workspace_id!r}",
+            source=fetched.url,
+            pointer="/workspace_id",
+        )
+    if policy.status != "active":
+        raise BackendError(f"policy status is {policy.status!r}, not 'active'", source=fetched.url, pointer="/status")
+    return policy

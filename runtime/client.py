@@ -37,10 +37,11 @@ from ..compiler.backend import (
     afetch_public_key,
     fetch_active_policy_document,
     fetch_public_key,
+    verify_active_policy,
 )
 from ..compiler.errors import BackendError, IntegrityError, KeyringError
 from ..compiler.keyring import Keyring, resolve_keyring
-from ..compiler.policy import Policy, parse_policy
+from ..compiler.policy import Policy
 
 __all__ = ["AsyncPolicyClient", "PolicyClient", "PolicyRollbackError", "check_succession", "version_order"]
 
@@ -138,15 +139,7 @@ class _PolicyStore:
         keyring = self.keyring
         if new_key is not None:
             keyring = Keyring(keys={**self.keyring.keys, new_key[0]: new_key[1]})
-        policy = parse_policy(fetched.document, keyring, allow_unsigned=self.allow_unsigned, source=fetched.url)
-        if policy.workspace_id != workspace_id:
-            raise IntegrityError(
-                f"backend answered with workspace {policy.workspace_id!r}, not {workspace_id!r}",
-                source=fetched.url,
-                pointer="/workspace_id",
-            )
-        if policy.status != "active":
-            raise BackendError(f"policy status is {policy.status!r}, not 'active'", source=fetched.url, pointer="/status")
+        policy = verify_active_policy(fetched, workspace_id, keyring, allow_unsigned=self.allow_unsigned)
         with self._lock:
             held = self._held.get(workspace_id)
             check_succession(held, policy, source=fetched.url)

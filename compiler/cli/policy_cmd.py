@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..backend import fetch_active_policy_document, fetch_public_key
+from ..backend import fetch_active_policy_document, fetch_public_key, verify_active_policy
 from ..canonical import strict_loads
-from ..errors import BackendError, PolicyError, PolicyFormatError
+from ..errors import PolicyFormatError
 from ..files import atomic_write, read_limited
 from ..integrity import sign_document
 from ..keyring import resolve_keyring
@@ -199,21 +199,9 @@ def _pull(args: argparse.Namespace) -> int:
     if isinstance(key_id, str) and key_id and keyring.get(key_id) is None and not args.trust_embedded_key:
         new_key = fetch_public_key(backend, key_id)
         keyring.pin(key_id, new_key)
-    policy = parse_policy(
-        document,
-        keyring,
-        allow_unsigned=args.allow_unsigned,
-        trust_embedded_key=args.trust_embedded_key,
-        source=fetched.url,
+    policy = verify_active_policy(
+        fetched, args.workspace, keyring, allow_unsigned=args.allow_unsigned, trust_embedded_key=args.trust_embedded_key
     )
-    if policy.workspace_id != args.workspace:
-        raise PolicyError(
-            f"backend answered with workspace {policy.workspace_id!r}, not {args.workspace!r}",
-            source=fetched.url,
-            pointer="/workspace_id",
-        )
-    if policy.status != "active":
-        raise BackendError(f"policy status is {policy.status!r}, not 'active'", source=fetched.url, pointer="/status")
     atomic_write(args.out, fetched.body)
     if new_key is not None and keyring.path is not None:
         keyring.save()
