@@ -25,7 +25,7 @@ import pytest
 from sekuire.compiler import Keyring
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("SEKUIRE_SHARED", ROOT.parent / "shared"))
 VECTORS = SHARED / "vectors"
 ENVELOPE_VECTORS = VECTORS / "policy-envelope.json"
 VECTOR_POLICY = VECTORS / "policy.json"
