@@ -3,7 +3,8 @@
 Pure functions. Two kinds of bad input are told apart:
 
 - a *bad argument* (not a string, an empty name, NUL in a path, an unknown
-  operation, a value longer than :data:`MAX_VALUE_LENGTH`) is a caller bug and
+  operation, a value longer than :data:`MAX_VALUE_LENGTH`, a path deeper than
+  :data:`MAX_PATH_SEGMENTS`) is a caller bug and
   raises :class:`InvalidActionError` before any query;
 - a *hostile value* of the right type (``evil.com/@x``, ``https://host``,
   ``relative/path``) is passed through, so the Rego denies it with
@@ -31,6 +32,7 @@ __all__ = [
     "ACTION_TYPES",
     "FILE_OPERATIONS",
     "MAX_AMOUNT",
+    "MAX_PATH_SEGMENTS",
     "MAX_VALUE_LENGTH",
     "RATE_LIMIT_KINDS",
     "check_amount",
@@ -45,6 +47,10 @@ __all__ = [
 
 #: Longer strings are refused: the longest legitimate value is a path (Linux PATH_MAX is 4096).
 MAX_VALUE_LENGTH = 4096
+
+#: Deeper paths are refused: the embedded engine's VM stops after a fixed instruction budget, which a
+#: path of about 400 segments exhausts (OPA has no such budget), so both engines answer the same below this.
+MAX_PATH_SEGMENTS = 256
 
 #: Rate-limit amounts stay exact in every JSON parser (and in the Rego's arithmetic).
 MAX_AMOUNT = MAX_SAFE_INTEGER
@@ -142,6 +148,8 @@ def normalize_path(path: object) -> str:
                 parts.pop()
         elif segment not in ("", "."):
             parts.append(segment)
+    if len(parts) > MAX_PATH_SEGMENTS:
+        raise InvalidActionError(f"path has more than {MAX_PATH_SEGMENTS} segments")
     return "/" + "/".join(parts)
 
 
