@@ -42,7 +42,7 @@ demo: setup
 	$(BIN)/python policies/examples/demo.py
 
 bench: setup opa
-	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 lint: setup opa
 	rm -rf build/rego-lint
