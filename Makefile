@@ -31,7 +31,7 @@ test: setup opa rego-test pytest
 # Render the Rego library for a test workspace and run its _test.rego files with the real OPA.
 rego-test: setup opa
 	rm -rf build/rego-test
-	$(BIN)/python -m sekuire.compiler.regolib build/rego-test
+	$(BIN)/sekuire policy rego --tests --out build/rego-test
 	$(OPA) check --strict build/rego-test
 	$(OPA) test --v0-compatible=false build/rego-test
 
@@ -46,7 +46,7 @@ bench: setup opa
 
 lint: setup opa
 	rm -rf build/rego-lint
-	$(BIN)/python -m sekuire.compiler.regolib build/rego-lint
+	$(BIN)/sekuire policy rego --tests --out build/rego-lint
 	$(OPA) fmt --list --fail build/rego-lint
 	$(OPA) check --strict build/rego-lint
 

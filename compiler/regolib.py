@@ -2,15 +2,14 @@
 
 Templates only fill in the package root (gatekeeper's style): every parameter
 of a policy lives in the data document that :mod:`sekuire.compiler.lowering`
-builds. ``python -m sekuire.compiler.regolib OUTDIR`` writes the modules and
-their ``_test.rego`` files for a test workspace, for ``opa check`` and ``opa test``.
+builds. ``sekuire policy rego --out DIR --tests`` writes the modules and their
+``_test.rego`` files for a workspace, for reading, ``opa check`` and ``opa test``.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -23,11 +22,11 @@ __all__ = [
     "TEST_WORKSPACE",
     "WORKSPACES_ROOT",
     "check_workspace_id",
-    "main",
     "render_modules",
     "render_tests",
     "workspace_package",
     "workspace_root",
+    "write_library",
 ]
 
 #: The library's modules, one per template ``<name>.rego.j2`` (and ``<name>_test.rego.j2``).
@@ -108,19 +107,16 @@ def render_tests(workspace_id: str) -> dict[str, str]:
     return _render(workspace_id, "_test")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write the modules and tests of :data:`TEST_WORKSPACE` under OUTDIR."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.stderr.write("usage: python -m sekuire.compiler.regolib OUTDIR\n")
-        return 2
-    out = Path(args[0])
-    for path, source in {**render_modules(TEST_WORKSPACE), **render_tests(TEST_WORKSPACE)}.items():
+def write_library(out: str | Path, workspace_id: str = TEST_WORKSPACE, *, tests: bool = True) -> list[Path]:
+    """Write the rendered modules (and their ``_test.rego`` files) under ``out``; return the files."""
+    out = Path(out)
+    sources = render_modules(workspace_id)
+    if tests:
+        sources.update(render_tests(workspace_id))
+    written = []
+    for path, source in sources.items():
         target = out / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(source, encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        written.append(target)
+    return written

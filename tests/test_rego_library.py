@@ -118,8 +118,9 @@ def test_library_checks_formats_and_passes_its_tests(opa_bin: str, tmp_path: Pat
 
 
 @pytest.mark.opa
-def test_main_writes_the_test_workspace(opa_bin: str, tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "sekuire.compiler.regolib", str(tmp_path)],
+def test_cli_writes_the_test_workspace(opa_bin: str, tmp_path: Path) -> None:
+    sekuire = Path(sys.executable).parent / "sekuire"
+    done = subprocess.run([str(sekuire), "policy", "rego", "--out", str(tmp_path), "--tests"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.rego"))

@@ -13,6 +13,7 @@ from ..canonical import strict_loads
 from ..compile import compile_policy
 from ..errors import CompileError, PolicyFormatError, SekuireError
 from ..files import atomic_write
+from ..regolib import TEST_WORKSPACE, write_library
 from .options import add_verify_options, policy_from
 
 __all__ = ["add_signing_options", "register", "signer_from"]
@@ -47,6 +48,12 @@ def register(policy: argparse._SubParsersAction) -> None:
     add_verify_options(build)
     build.set_defaults(handler=_build)
 
+    rego = policy.add_parser("rego", help="write the Rego library rendered for a workspace (to read, or for opa test)")
+    rego.add_argument("--out", required=True, metavar="DIR")
+    rego.add_argument("--workspace", default=TEST_WORKSPACE, metavar="ID", help=f"default: {TEST_WORKSPACE}")
+    rego.add_argument("--tests", action="store_true", help="also write the _test.rego files")
+    rego.set_defaults(handler=_rego)
+
     evaluate = policy.add_parser("eval", help="evaluate one action (exit 0 allow, 3 deny)")
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", metavar="FILE", help="a policy.json, compiled in memory")
@@ -73,6 +80,12 @@ def _build(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     signed = f"signed {signer.alg} (kid {signer.key_id})" if signer else "UNSIGNED (no --signing-key)"
     print(f"Built bundle {args.out} for workspace {policy.workspace_id}: revision {compiled.revision}, {signed}")
+    return 0
+
+
+def _rego(args: argparse.Namespace) -> int:
+    written = write_library(args.out, args.workspace, tests=args.tests)
+    print(f"Wrote {len(written)} Rego files for workspace {args.workspace} under {args.out}")
     return 0
 
 
