@@ -175,7 +175,8 @@ case("host", CODING, {"type": "network", "host": "api.openai.com"}, [], [NET_TLS
      note="the runtime defaults the protocol to https; a direct query without one fails TLS")
 host(CODING, "evil.anthropic.com", [NET_BLK, NET_TLS], protocol="http", note="every violation is reported")
 host(CODING, "api.openai.com.evil.net", [NET_NA, NET_TLS], protocol="ws")
-host(CODING, "user@api.openai.com", [NET_INV, NET_TLS], protocol="http", note="TLS is still checked for an invalid host")
+host(CODING, "user@api.openai.com", [NET_INV, NET_TLS], protocol="http",
+     note="TLS is still checked for an invalid host")
 for value in [5, None, ["api.openai.com"], {"host": "api.openai.com"}, True, 2130706433]:
     host(CODING, value, ERR, [INVALID], note="a host must be a string")
 case("host", CODING, {"type": "network", "protocol": "https"}, ERR, [INVALID], note="no host")
@@ -316,7 +317,8 @@ path(RESEARCH, "/etc/ssl/certs/other.crt", [FS_NA], note="an entry without /* is
 path(RESEARCH, "/etc/ssl/certs/ca-certificates.crt/../../../shadow", [FS_EXT, FS_NA], [FS_INV], note=NORMALISED)
 path(RESEARCH, "/etc/ssl/certs", [FS_NA], operation="list")
 for operation in ["delete", "execute", "append"]:
-    path(RESEARCH, "/data/papers/p.pdf", [FS_OP], operation=operation, note="allowed_operations: read list create write")
+    path(RESEARCH, "/data/papers/p.pdf", [FS_OP], operation=operation,
+         note="allowed_operations: read list create write")
 path(RESEARCH, "/data/papers/sub/../p.pdf", [FS_OP], [FS_INV, FS_OP], operation="delete",
      note="the operation is still checked for an invalid path")
 path(RESEARCH, "/data/papers/../../etc/passwd", [FS_EXT, FS_NA], [FS_INV], operation="write", note=NORMALISED)
