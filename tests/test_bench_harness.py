@@ -66,6 +66,7 @@ def test_time_calls_times_only_the_iterations_after_the_warmup():
 def test_ratios_read_as_speedups_only_for_durations():
     assert render_ratio(0.05, "opa-rest/tool", unit="us") == "20.0x faster than opa-rest/tool"
     assert render_ratio(1.42, "opa-rest/tool", unit="us") == "1.42x opa-rest/tool"
+    assert render_ratio(0.999, "lookup/10/api", unit="us") == "1.00x lookup/10/api"
     assert render_ratio(0.5, "tput/opa-rest/1t", unit="ops/s", higher_is_better=True) == "0.50x tput/opa-rest/1t"
     assert render_ratio(0.97, "opa-bundle/10", unit="KiB") == "0.97x opa-bundle/10"
 

@@ -60,7 +60,7 @@ class Row:
 
 def render_ratio(ratio: float, anchor: str, *, unit: str, higher_is_better: bool = False) -> str:
     """``0.05`` of an anchor's latency reads "20.0x faster than <anchor>"; anything else is the plain multiple."""
-    if unit in _DURATIONS and not higher_is_better and ratio < 1:
+    if unit in _DURATIONS and not higher_is_better and 1 / ratio >= 1.005:
         return f"{_figure(1 / ratio)}x faster than {anchor}"
     return f"{_figure(ratio)}x {anchor}"
 
