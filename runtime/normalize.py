@@ -65,7 +65,9 @@ _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 # The Rego's forms: a port is 0-65535 without leading zeros; "[v6]" or "[v6]:port"; "name" or "name:port".
 _PORT = r"(?:0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _BRACKETED = re.compile(rf"\[([0-9a-f:.]+)\](?::{_PORT})?")
-_NAME_PORT = re.compile(rf"([^:\[]+)(?::{_PORT})?")
+# Only characters a host name may have: rewriting anything else ("a ." -> "a ") could make a spelling
+# that a second pass (or the Rego's own normalisation) reads differently.
+_NAME_PORT = re.compile(rf"([a-z0-9._-]+)(?::{_PORT})?")
 
 
 def _show(value: object) -> str:
