@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from ..compiler.policy import Policy
-from .cache import DecisionCache, cache_key
+from .cache import DecisionCache
 from .decision_log import DecisionLogger, DecisionSink, LoggingSink
 from .engine import EmbeddedEngine, Engine, decision_path
 from .errors import EngineError, EngineResponseError, PolicyViolationError
@@ -102,7 +102,7 @@ def _dev_override() -> bool:
 class _Query:
     input: dict[str, Any]
     revision: str
-    key: str | None  # None: not cacheable
+    key: Hashable | None  # None: not cacheable
 
 
 class PolicyEnforcer:
@@ -252,7 +252,9 @@ class PolicyEnforcer:
         # Rate-limit decisions depend on counters, not only on the input.
         if self.cache is None or not cacheable or action["type"] == "rate_limit":
             return _Query(input, revision, None), None
-        query = _Query(input, revision, cache_key(self.path, input))
+        # normalize_action gives a flat action in a fixed field order with str/int values (never bool),
+        # so its items are a faithful key; path and agent keep a cache shared by enforcers apart.
+        query = _Query(input, revision, (self.path, self.agent_id, tuple(action.items())))
         return query, self.cache.get(revision, query.key)
 
     def _decide(self, action: Mapping[str, Any], *, cacheable: bool = True) -> Decision:
