@@ -1,8 +1,12 @@
 """OPAEngine: decisions from a real OPA over its REST data API (``POST /v1/data/<path>``).
 
-Plain httpx rather than opa-python-client: httpx gives pooled keep-alive
-connections, explicit timeouts and an async client with the same API, and the
-data API is one POST; a client library would add a dependency without removing code.
+No opa-python-client: the data API is one POST, and a client library would add
+a dependency without removing code. The asyncio path uses a pooled
+:class:`httpx.AsyncClient` per event loop. The synchronous path, the one agent
+loops call most, uses the standard library's ``http.client`` with one keep-alive
+connection per thread: ``make bench`` measured httpx's per-request work at about
+470 us of CPU against 160 us for ``http.client``, which put the engine at 1.6-2.4x
+the raw REST anchor; with ``http.client`` it is within the 1.15x target.
 
 Revision: every query asks for ``?provenance=true``, whose ``bundles`` field
 names each activated bundle with its manifest revision (OPA's documented way;
@@ -29,14 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import logging
+import socket
 import ssl
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -66,6 +72,9 @@ MAX_KEEPALIVE_CONNECTIONS = 16
 KEEPALIVE_EXPIRY = 30.0
 
 _RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError)
+# The same failures from http.client: refused, reset, or a kept-alive connection the server closed.
+_SYNC_RETRYABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine)
+_SYNC_FAILURES = (OSError, http.client.HTTPException)
 _LIMITS = httpx.Limits(
     max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY
 )
@@ -102,7 +111,16 @@ class OPAEngine(Engine):
             "headers": dict(headers or {}),
             "verify": verify,
         }
-        self._client = httpx.Client(**self._options)
+        self._headers = {**self._options["headers"], **_JSON}
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"OPA url must be http(s)://host[:port][/prefix], not {url!r}")
+        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._ssl = _ssl_context(verify) if parts.scheme == "https" else None
+        # One keep-alive connection per thread (http.client connections are not thread-safe).
+        self._local = threading.local()
+        self._connections: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
         # An AsyncClient's connections belong to the event loop that opened them: one client per loop.
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
@@ -125,22 +143,36 @@ class OPAEngine(Engine):
         with self._lock:
             return dict(self._bundles)
 
-    def _data_url(self, path: str) -> str:
+    @staticmethod
+    def _data_target(path: str) -> str:
         segments = [quote(segment, safe="") for segment in path.strip("/").split("/")]
-        return f"{self.url}/v1/data/{'/'.join(segments)}?provenance=true"
+        return f"/v1/data/{'/'.join(segments)}?provenance=true"
 
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002 - OPA's name
-        url, body = self._data_url(path), _body(input)
+        target, body = self._prefix + self._data_target(path), _body(input)
         for attempt in range(self.retries + 1):
-            with self._failures(last=attempt == self.retries):
-                return self._result(path, self._sync_client().post(url, content=body, headers=_JSON))
+            connection = self._connection()
+            try:
+                connection.request("POST", target, body=body, headers=self._headers)
+                response = connection.getresponse()
+                status, data = response.status, response.read()
+            except _SYNC_FAILURES as exc:
+                self._drop_connection()
+                if isinstance(exc, _SYNC_RETRYABLE) and attempt < self.retries:
+                    logger.debug("retrying %s after %s", self.url, type(exc).__name__)
+                    continue
+                raise self._unavailable(exc) from exc
+            if response.will_close:
+                self._drop_connection()
+            return self._result(path, status, data)
         raise AssertionError("unreachable: the last attempt raises")
 
     async def aevaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
-        url, body = self._data_url(path), _body(input)
+        url, body = self.url + self._data_target(path), _body(input)
         for attempt in range(self.retries + 1):
             with self._failures(last=attempt == self.retries):
-                return self._result(path, await self._async_client().post(url, content=body, headers=_JSON))
+                response = await self._async_client().post(url, content=body, headers=_JSON)
+                return self._result(path, response.status_code, response.content)
         raise AssertionError("unreachable: the last attempt raises")
 
     @contextlib.contextmanager
@@ -155,10 +187,25 @@ class OPAEngine(Engine):
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from exc
 
-    def _sync_client(self) -> httpx.Client:
+    def _connection(self) -> http.client.HTTPConnection:
         if self._closed:
             raise EngineUnavailable(f"{self.url}: the engine is closed")
-        return self._client
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            if self._ssl is not None:
+                connection = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=self._ssl)
+            else:
+                connection = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+            self._local.connection = connection
+            with self._lock:
+                self._connections.add(connection)
+        return connection
+
+    def _drop_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            self._local.connection = None
+            connection.close()
 
     def _async_client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -170,23 +217,25 @@ class OPAEngine(Engine):
                 client = self._async_clients[loop] = httpx.AsyncClient(**self._options)
             return client
 
-    def _unavailable(self, exc: httpx.HTTPError) -> EngineUnavailable:
-        if isinstance(exc, httpx.TimeoutException):
+    def _unavailable(self, exc: Exception) -> EngineUnavailable:
+        if isinstance(exc, (httpx.TimeoutException, socket.timeout)):
             return EngineUnavailable(f"{self.url}: no answer within {self.timeout} s ({type(exc).__name__})")
-        return EngineUnavailable(f"{self.url}: {type(exc).__name__}: {str(exc)[:_MAX_MESSAGE] or 'connection failed'}")
+        # The same name for a refused connection whichever transport saw it.
+        name = "ConnectError" if isinstance(exc, ConnectionRefusedError) else type(exc).__name__
+        return EngineUnavailable(f"{self.url}: {name}: {str(exc)[:_MAX_MESSAGE] or 'connection failed'}")
 
-    def _result(self, path: str, response: httpx.Response) -> dict[str, Any]:
+    def _result(self, path: str, status: int, content: bytes) -> dict[str, Any]:
         where = f"{self.url}/v1/data/{path.strip('/')}"
         try:
-            body = response.json()
+            body = json.loads(content)
         except ValueError:
             body = None
-        if response.is_server_error and not _is_opa_error(body):
-            raise EngineUnavailable(f"{where}: HTTP {response.status_code}")
+        if status >= 500 and not _is_opa_error(body):
+            raise EngineUnavailable(f"{where}: HTTP {status}")
         if _is_opa_error(body):
-            raise EngineResponseError(f"{where}: HTTP {response.status_code}: {_opa_error_message(body)}")
-        if not response.is_success:
-            raise EngineResponseError(f"{where}: HTTP {response.status_code}")
+            raise EngineResponseError(f"{where}: HTTP {status}: {_opa_error_message(body)}")
+        if not 200 <= status < 300:
+            raise EngineResponseError(f"{where}: HTTP {status}")
         if not isinstance(body, dict):
             raise EngineResponseError(f"{where}: the response is not a JSON object")
         self._observe(body.get("provenance"))
@@ -216,7 +265,9 @@ class OPAEngine(Engine):
             self._closed = True
             clients = list(self._async_clients.values())
             self._async_clients.clear()
-        self._client.close()
+            connections = list(self._connections)
+        for connection in connections:
+            connection.close()
         # Async clients of other loops cannot be awaited from here; their pools close with their sockets.
         del clients
 
@@ -227,6 +278,16 @@ class OPAEngine(Engine):
         if client is not None:
             await client.aclose()
         self.close()
+
+
+def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _body(input: Mapping[str, Any]) -> bytes:  # noqa: A002

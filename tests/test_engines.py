@@ -372,7 +372,7 @@ def test_opa_retries_connection_failures_only(scripted):
         assert engine.evaluate("sekuire/workspaces/ws/decision", TOOL) == {"allow": True}
     assert len(seen) == 2
     url, seen = scripted("hangup", _ok({"allow": True}))
-    with OPAEngine(url, retries=0) as engine, pytest.raises(EngineUnavailable, match="RemoteProtocolError"):
+    with OPAEngine(url, retries=0) as engine, pytest.raises(EngineUnavailable, match="RemoteProtocolError|RemoteDisconnected"):
         engine.evaluate("sekuire/workspaces/ws/decision", TOOL)
     url, seen = scripted((503, "text/plain", b"down"), _ok({"allow": True}))
     with OPAEngine(url, retries=3) as engine, pytest.raises(EngineUnavailable):
