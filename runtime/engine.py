@@ -32,8 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import regorus
 
-from ..compiler.bundle import Bundle, load_bundle, read_bundle
-from ..compiler.bundle_signing import verify_bundle
 from ..compiler.compile import CompiledPolicy, compile_policy
 from ..compiler.errors import BundleVerificationError
 from ..compiler.files import read_limited
@@ -42,6 +40,7 @@ from ..compiler.regolib import workspace_root
 from .errors import EngineResponseError, EngineUnavailable, InvalidActionError, SekuireRuntimeError
 
 if TYPE_CHECKING:
+    from ..compiler.bundle import Bundle
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 __all__ = ["EmbeddedEngine", "Engine", "decision_path", "rule_ref"]
@@ -196,6 +195,10 @@ class EmbeddedEngine(Engine):
         the secret for HS256; ``alg`` defaults as OPA's does (RS256, or the EC key's ES*).
         A bundle without signatures is refused unless ``allow_unsigned``, and then logged.
         """
+        # Imported here: an enforcer compiled from a policy never needs tar or the JWT stack.
+        from ..compiler.bundle import load_bundle, read_bundle
+        from ..compiler.bundle_signing import verify_bundle
+
         loaded = read_bundle(bundle, source="<bytes>") if isinstance(bundle, bytes) else load_bundle(bundle)
         if loaded.signed:
             if verification_key is None:
