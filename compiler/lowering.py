@@ -99,8 +99,12 @@ def _error(message: str, pointer: str) -> CompileError:
     return CompileError(message, pointer=pointer)
 
 
+# \s is str.isspace() (Unicode whitespace); one regex search instead of a Python loop per character.
+_CONTROL_OR_SPACE = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def _has_control_or_space(value: str) -> bool:
-    return any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+    return _CONTROL_OR_SPACE.search(value) is not None
 
 
 def _ascii_lower(value: str) -> str:
