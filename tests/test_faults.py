@@ -222,7 +222,7 @@ OPA_FAULTS = [
     ("500", None, "HTTP 500"),
     ("html", None, "not a JSON object"),
     ("empty", None, "not a JSON object"),
-    ("truncated", None, "RemoteProtocolError"),
+    ("truncated", None, "IncompleteRead"),  # the synchronous path reads with http.client
     ("redirect", None, "HTTP 302"),
     ("raw", {"result": {"allow": True}}, "lacks a boolean 'allow' or a 'violations' array"),
     ("raw", {"result": {"allow": "true", "violations": []}}, "lacks a boolean 'allow'"),
