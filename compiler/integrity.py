@@ -68,8 +68,9 @@ def verify_document(
 ) -> SignatureStatus:
     """Check hash then signature of an envelope already validated for shape."""
     expected = content_hash(document["content"])
-    # Exact comparison: a hash in upper case is not the lower-case hex the format fixes.
-    if not hmac.compare_digest(expected, document["hash"]):
+    # Exact comparison: a hash in upper case is not the lower-case hex the format fixes. As bytes:
+    # compare_digest raises TypeError for a str with non-ASCII characters (which simply does not match).
+    if not hmac.compare_digest(expected.encode(), document["hash"].encode("utf-8", "surrogatepass")):
         raise HashMismatchError("hash mismatch: content does not match the hash field", pointer="/hash")
 
     signature = document.get("signature")
