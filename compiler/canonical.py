@@ -20,9 +20,10 @@ def canonical_json(value: Any) -> bytes:
     """Serialize ``value`` canonically; raise PolicyFormatError for NaN/Infinity."""
     try:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # Inside the try: a lone surrogate ("\ud800" in the JSON) has no UTF-8 form (UnicodeEncodeError).
+        return text.encode("utf-8")
     except ValueError as exc:
         raise PolicyFormatError(f"cannot be canonicalised: {exc}") from exc
-    return text.encode("utf-8")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
