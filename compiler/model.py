@@ -9,6 +9,7 @@ a warning so that newer backends do not break older runtimes.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -152,8 +153,16 @@ _MESSAGES = {
 
 
 def _pointer(prefix: str, loc: tuple[Any, ...]) -> str:
-    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
+    parts = [_CONTROL.sub(_escape, str(p).replace("~", "~0").replace("/", "~1")) for p in loc]
     return prefix + "".join("/" + p for p in parts)
+
+
+# A key is the document's own text: control characters in it would break the one-line error.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def _format_error(exc: ValidationError, prefix: str) -> PolicyFormatError:
