@@ -24,12 +24,11 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sekuire.compiler import Keyring, Policy
+from sekuire.compiler import Policy
 from sekuire.compiler.cli import main
 from sekuire.runtime import OPAEngine, PolicyEnforcer, PolicyViolationError, RateLimiter
 from sekuire.runtime.client import AsyncPolicyClient, PolicyClient
@@ -234,7 +233,8 @@ OPA_FAULTS = [
 ]
 
 
-@pytest.mark.parametrize(("mode", "raw", "message"), OPA_FAULTS, ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(OPA_FAULTS)])
+@pytest.mark.parametrize(("mode", "raw", "message"), OPA_FAULTS,
+                         ids=[f"{mode}-{index}" for index, (mode, _, _) in enumerate(OPA_FAULTS)])
 def test_a_misbehaving_opa_is_a_deny_everywhere(misbehaving, http_server, tmp_path, coding, mode, raw, message):
     allow_all = Misbehaving(mode="raw", raw_body=json.dumps({"result": _ALLOW_ALL}).encode())
     misbehaving.mode = mode

@@ -74,7 +74,8 @@ def mix() -> list[tuple[dict[str, Any], tuple[bool, tuple[str, ...]]]]:
     """(action, (allow, sorted rule ids)) for every decided, non-rate-limit corpus case of coding-assistant."""
     cases = json.loads(CORPUS.read_text(encoding="utf-8"))
     chosen = [(case["action"], (case["expect"]["allow"], tuple(case["expect"]["rules"]))) for case in cases
-              if case["policy"] == "coding-assistant" and "allow" in case["expect"] and case["category"] != "rate_limit"]
+              if case["policy"] == "coding-assistant" and "allow" in case["expect"]
+              and case["category"] != "rate_limit"]
     assert len(chosen) >= 250 and {allow for _, (allow, _) in chosen} == {True, False}
     return chosen
 

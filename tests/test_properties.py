@@ -29,7 +29,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from sekuire.compiler import Keyring, Policy, SekuireError, parse_policy
+from sekuire.compiler import Keyring, Policy, parse_policy
 from sekuire.compiler.bundle import BundleLimits, read_bundle, write_bundle
 from sekuire.compiler.bundle_signing import verify_bundle
 from sekuire.compiler.compile import compile_policy
@@ -117,7 +117,8 @@ valid_content = st.fixed_dictionaries({}, optional={
                             allowed_operations=_lists(st.sampled_from(OPERATIONS))),
         tools=_section(allowed_tools=_lists(st.sampled_from(TOOL_NAMES)),
                        blocked_tools=_lists(st.sampled_from(TOOL_NAMES))),
-        apis=_section(allowed_apis=_lists(st.sampled_from(TOOL_NAMES)), blocked_apis=_lists(st.sampled_from(TOOL_NAMES))),
+        apis=_section(allowed_apis=_lists(st.sampled_from(TOOL_NAMES)),
+                      blocked_apis=_lists(st.sampled_from(TOOL_NAMES))),
     ),
     "rate_limits": _section(
         requests=_section(max_per_minute=st.integers(0, 100), max_per_hour=st.integers(0, 1000)),
@@ -150,7 +151,8 @@ hosts = st.one_of(
               _maybe(st.sampled_from([0, 443, 8080, 65535]))),
     st.builds(lambda a, port: f"[{a}]" + (f":{port}" if port else ""), st.ip_addresses(v=6), _maybe(st.just(443))),
     st.ip_addresses(v=6).map(str),
-    st.builds(lambda a, b, c: a + b + c, st.one_of(dns_names, st.just("")), _hostile, st.one_of(dns_names, st.just(""))),
+    st.builds(lambda a, b, c: a + b + c, st.one_of(dns_names, st.just("")), _hostile,
+              st.one_of(dns_names, st.just(""))),
     st.text(alphabet="ab1.:[]-_x@/ ", max_size=12),
 )
 paths = st.one_of(
@@ -159,7 +161,8 @@ paths = st.one_of(
     st.text(alphabet="/.ab*\u0000", max_size=12),
 )
 names = st.one_of(st.sampled_from(TOOL_NAMES), st.text(alphabet="aweb_search*.:( é\n", max_size=10))
-models = st.one_of(st.sampled_from(MODEL_NAMES), st.sampled_from(["GPT-4o", "o1", "o1x", "claude-", "gemini-x-preview"]),
+models = st.one_of(st.sampled_from(MODEL_NAMES),
+                   st.sampled_from(["GPT-4o", "o1", "o1x", "claude-", "gemini-x-preview"]),
                    st.text(alphabet="gpt-o3cla*\n", max_size=10))
 counts = st.one_of(st.integers(0, 2000), st.sampled_from([2**53 - 1, 2**53, -1, 1.0, 1.5, True, "1", None]))
 
@@ -274,7 +277,8 @@ def test_path_normalisation_resolves_lexically_and_never_leaves_the_root(path):
 
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8)),
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)),
+    lambda children: st.one_of(st.lists(children, max_size=4),
+                               st.dictionaries(st.text(max_size=8), children, max_size=4)),
     max_leaves=20,
 )
 
@@ -367,3 +371,26 @@ def test_a_signed_bundle_with_any_json_swapped_in_is_refused(signed, name, value
         return
     with pytest.raises(BundleError):
         verify_bundle(bundle, key=bundle_key().public)
+
+
+# -- what the fuzzer found (python -m tests.fuzz), kept fixed -------------------------------------------------
+
+FUZZ_FINDINGS = [
+    # hmac.compare_digest raised TypeError on a non-ASCII hash instead of a hash mismatch.
+    ("non-ASCII hash", lambda d: {**d, "hash": "\u00e9" * 64}, "HashMismatchError", "/hash"),
+    # canonical JSON raised UnicodeEncodeError on a lone surrogate escape.
+    ("lone surrogate", lambda d: {**d, "content": {**d["content"], "compliance": {"note": "\ud800"}}},
+     "PolicyFormatError", None),
+    # a key with a newline made a two-line error through the JSON pointer.
+    ("newline in a key", lambda d: {**d, "content": {**d["content"], "agent": {"mod\nels": {}}}},
+     "PolicyFormatError", "/content/agent/mod\\u000aels"),
+]
+
+
+@pytest.mark.parametrize(("change", "error", "pointer"), [f[1:] for f in FUZZ_FINDINGS],
+                         ids=[f[0] for f in FUZZ_FINDINGS])
+def test_fuzzer_findings_are_clean_one_line_errors(example_document, change, error, pointer):
+    with pytest.raises(PolicyError) as info:
+        parse_policy(change(example_document), KEYRING)
+    assert type(info.value).__name__ == error and info.value.pointer == pointer and "\n" not in str(info.value)
+
