@@ -17,10 +17,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sekuire.compiler import Policy, load_policy
+from sekuire.compiler import Keyring, Policy, load_policy, parse_policy
 from sekuire.compiler.bundle import build_bundle
 from sekuire.compiler.bundle_signing import BundleSigner
 from sekuire.compiler.compile import compile_policy
+from sekuire.compiler.integrity import content_hash
 
 from .conftest import ROOT, OPAServer
 
@@ -34,6 +35,7 @@ __all__ = [
     "load_example",
     "serve_bundles",
     "signed_bundle",
+    "unsigned_policy",
 ]
 
 EXAMPLES = ROOT / "policies" / "examples"
@@ -87,6 +89,13 @@ def serve_bundles(opa_bin: str, bundles: Mapping[str, bytes], directory: Path, *
     # Healthy only once every bundle is activated (OPA verified each signature).
     with server.start(health_query="?bundles"):
         yield server
+
+
+def unsigned_policy(content: Any, workspace_id: str = "ws_abc123") -> Policy:
+    """A policy around ``content``, allowed unsigned: for tests of the content model, not of integrity."""
+    document = {"policy_id": "pol_test", "workspace_id": workspace_id, "version": "1", "status": "active",
+                "hash": content_hash(content), "content": content}
+    return parse_policy(document, Keyring(keys={}), allow_unsigned=True)
 
 
 def decision_of(document: Mapping[str, Any]) -> dict[str, Any]:

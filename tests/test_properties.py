@@ -34,14 +34,13 @@ from sekuire.compiler.bundle import BundleLimits, read_bundle, write_bundle
 from sekuire.compiler.bundle_signing import verify_bundle
 from sekuire.compiler.compile import compile_policy
 from sekuire.compiler.errors import BundleError, CompileError, PolicyError
-from sekuire.compiler.integrity import content_hash
 from sekuire.compiler.policy import load_policy
 from sekuire.runtime import EmbeddedEngine, InvalidActionError, PolicyEnforcer
 from sekuire.runtime.normalize import normalize_action, normalize_host, normalize_path
 
 from . import reference
 from .hypothesis_profiles import PROPERTY_SETTINGS
-from .security_support import EXAMPLES, KEYRING, bundle_key, load_example, signed_bundle
+from .security_support import EXAMPLES, KEYRING, bundle_key, load_example, signed_bundle, unsigned_policy
 
 # -- policies --------------------------------------------------------------------------------------------------
 
@@ -126,13 +125,6 @@ valid_content = st.fixed_dictionaries({}, optional={
     ),
     "compliance": _section(require_audit_logging=st.booleans(), frameworks=_lists(st.sampled_from(["soc2", "gdpr"]))),
 })
-
-
-def unsigned_policy(content: dict[str, Any], workspace_id: str = "ws_abc123") -> Policy:
-    """A policy of ``content`` (allowed unsigned: integrity is not what these tests are about)."""
-    document = {"policy_id": "pol_prop", "workspace_id": workspace_id, "version": "1", "status": "active",
-                "hash": content_hash(content), "content": content}
-    return parse_policy(document, Keyring(keys={}), allow_unsigned=True)
 
 
 # -- actions ---------------------------------------------------------------------------------------------------

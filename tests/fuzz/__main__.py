@@ -46,16 +46,13 @@ class Targets:
             _one_line(exc)
 
     def content(self, data: bytes) -> None:
-        from sekuire.compiler import CompileError, Keyring, PolicyError, parse_policy
+        from sekuire.compiler import CompileError, PolicyError
         from sekuire.compiler.canonical import strict_loads
         from sekuire.compiler.compile import compile_policy
-        from sekuire.compiler.integrity import content_hash
+        from tests.security_support import unsigned_policy
 
         try:
-            content = strict_loads(data)
-            document = {"policy_id": "fuzz", "workspace_id": "ws_fuzz", "version": "1", "status": "active",
-                        "hash": content_hash(content) if isinstance(content, dict) else "", "content": content}
-            compile_policy(parse_policy(document, Keyring(keys={}), allow_unsigned=True))
+            compile_policy(unsigned_policy(strict_loads(data)))
         except (PolicyError, CompileError) as exc:
             _one_line(exc)
 
