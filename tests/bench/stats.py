@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Summary", "growth_exponent", "percentile", "summarize", "time_calls"]
+__all__ = ["Summary", "growth_exponent", "percentile", "summarize", "time_calls", "time_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,27 @@ def time_calls(call: Callable[[], object], *, warmup: int, iterations: int) -> S
         call()
         samples[index] = clock() - start
     return summarize([sample / 1000 for sample in samples])
+
+
+def time_interleaved(calls: Sequence[Callable[[], object]], *, warmup: int, iterations: int) -> list[Summary]:
+    """Time several calls in turn (a, b, a, b, ...), ``iterations`` timed calls each; microseconds.
+
+    Interleaving makes drift in the machine's load hit every call alike, so their
+    ratio means something even on a noisy shared machine.
+    """
+    if iterations < 1 or not calls:
+        raise ValueError("iterations must be at least 1 and there must be calls to time")
+    for _ in range(warmup):
+        for call in calls:
+            call()
+    clock = time.perf_counter_ns
+    samples = [[0] * iterations for _ in calls]
+    for index in range(iterations):
+        for position, call in enumerate(calls):
+            start = clock()
+            call()
+            samples[position][index] = clock() - start
+    return [summarize([sample / 1000 for sample in series]) for series in samples]
 
 
 def growth_exponent(sizes: Sequence[float], values: Sequence[float]) -> float:

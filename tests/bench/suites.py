@@ -28,7 +28,7 @@ from sekuire.runtime import EmbeddedEngine, Engine, OPAEngine, PolicyEnforcer
 from ..conftest import OPAServer
 from .opa import RestClient, activate, opa_bench, peak_rss_kib, run_timed
 from .report import Report, Row
-from .stats import growth_exponent, time_calls
+from .stats import Summary, growth_exponent, time_calls, time_interleaved
 from .workload import ACTIONS, AGENT_ID, CACHEABLE_TYPES, SIGNING_ALG, Workload, enforce_call, engine_input
 
 __all__ = ["GROUPS", "HEADINGS", "Bench", "Settings"]
@@ -137,7 +137,9 @@ class Bench:
 
     def _latency(self, group: str, row_id: str, label: str, call: Callable[[], object], iterations: int) -> Row:
         progress(f"  {row_id}")
-        summary = time_calls(call, warmup=self.settings.warmup, iterations=iterations)
+        return self._summary(group, row_id, label, time_calls(call, warmup=self.settings.warmup, iterations=iterations))
+
+    def _summary(self, group: str, row_id: str, label: str, summary: Summary) -> Row:
         return self._add(group, row_id, label, "us", summary.median, p99=summary.p99, n=summary.n, extra={"mean": summary.mean})
 
     def _rate(self, row_id: str, label: str, measure: Callable[[], float]) -> Row:
@@ -228,18 +230,23 @@ class Bench:
     # -- 3. external ---------------------------------------------------------------------------------
 
     def external(self) -> None:
-        anchors = {kind: self.rest_anchor(kind) for kind in self.settings.actions}
+        """Each row is timed interleaved with its own raw REST anchor, call for call, on the same OPA."""
+        client = RestClient(self.server.port, self.workload.decision_path)
         with OPAEngine(self.server.url) as engine:
             enforcer = self._enforcer(engine, cache=False)
-            for kind, rest in anchors.items():
-                row = self._latency(
-                    "external",
-                    f"external/{kind}",
-                    f"{kind}, decision cache off",
-                    enforce_call(enforcer, kind),
-                    self.settings.rest_iterations,
+            for kind in self.settings.actions:
+                progress(f"  external/{kind}")
+                anchor, external = time_interleaved(
+                    [functools.partial(client.decide, engine_input(kind)), enforce_call(enforcer, kind)],
+                    warmup=self.settings.warmup,
+                    iterations=self.settings.rest_iterations,
                 )
-                row.aim("at most 1.15x OPA REST", row.compare(rest) <= 1.15)
+                paired = self._summary(
+                    "external", f"opa-rest-paired/{kind}", f"OPA REST {kind}, timed in turn with the row below", anchor
+                )
+                row = self._summary("external", f"external/{kind}", f"{kind}, decision cache off", external)
+                row.aim("at most 1.15x OPA REST", row.compare(paired) <= 1.15)
+        client.close()
 
     # -- 4. throughput -------------------------------------------------------------------------------
 
