@@ -24,6 +24,8 @@ import pytest
 
 from sekuire.compiler import Keyring
 
+pytest_plugins = ["tests.enforcer_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SEKUIRE_SHARED", ROOT.parent / "shared"))
 VECTORS = SHARED / "vectors"
@@ -172,3 +174,20 @@ def http_server():
     """Factory fixture around :func:`static_http_server`; every server is stopped at teardown."""
     with contextlib.ExitStack() as stack:
         yield lambda directory, handler=None: stack.enter_context(static_http_server(directory, handler))
+
+
+@pytest.fixture()
+def backend(envelope_vectors):
+    """A policy backend (tests/backend_server.py) serving the vectors' policy and key_test_1; tests may change both."""
+    from .backend_server import PolicyBackend
+
+    backend = PolicyBackend()
+    backend.set_policy(envelope_vectors["valid"])
+    backend.set_key("key_test_1", envelope_vectors["key"]["public_key_hex"])
+    return backend
+
+
+@pytest.fixture()
+def url(backend, http_server, tmp_path) -> str:
+    """The base URL of ``backend`` on a real HTTP server on 127.0.0.1 (stopped after the test)."""
+    return http_server(tmp_path, backend.handler())

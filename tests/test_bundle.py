@@ -28,7 +28,6 @@ from sekuire.compiler.bundle import (
     DATA_FILE,
     MANIFEST_FILE,
     SIGNATURES_FILE,
-    Bundle,
     BundleLimits,
     build_bundle,
     load_bundle,

@@ -18,24 +18,11 @@ from sekuire.compiler import (
 )
 from sekuire.runtime.client import AsyncPolicyClient, PolicyClient, PolicyRollbackError, version_order
 
-from .backend_server import PolicyBackend, signed_policy
+from .backend_server import signed_policy
 from .conftest import free_port
 
 WS = "ws_abc123"
 ACTIVE = f"/v1/workspaces/{WS}/policies/active"
-
-
-@pytest.fixture()
-def backend(envelope_vectors) -> PolicyBackend:
-    backend = PolicyBackend()
-    backend.set_policy(envelope_vectors["valid"])
-    backend.set_key("key_test_1", envelope_vectors["key"]["public_key_hex"])
-    return backend
-
-
-@pytest.fixture()
-def url(backend, http_server, tmp_path) -> str:
-    return http_server(tmp_path, backend.handler())
 
 
 @pytest.fixture()

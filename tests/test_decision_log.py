@@ -17,7 +17,7 @@ from sekuire.runtime import DecisionLogger, FileSink, HTTPSink, LoggingSink, Pol
 from sekuire.runtime.decision_log import decision_event
 
 from .conftest import free_port
-from .test_enforcer import engine_kind, make_enforcer, opa_url, policy, signed_variant  # noqa: F401 - fixtures
+from .enforcer_fixtures import signed_variant
 
 
 def test_event_has_opas_fields():

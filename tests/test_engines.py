@@ -29,7 +29,7 @@ from sekuire.runtime.engine import rule_ref
 from sekuire.runtime.errors import InvalidActionError
 
 from .conftest import VECTORS
-from .test_enforcer import compiled, opa_url, policy, write_bundle_dir  # noqa: F401 - fixtures
+from .enforcer_fixtures import write_bundle_dir
 
 RSA = VECTORS / "opa-bundle"
 TOOL = {"action": {"type": "tool", "name": "web_search"}, "context": {"agent": "a", "workspace": "ws_abc123"}}

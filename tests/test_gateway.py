@@ -16,7 +16,7 @@ from sekuire.runtime.enforcer import PolicyEnforcer
 from sekuire.runtime.errors import PolicyViolationError, SekuireRuntimeError
 from sekuire.runtime.gateway import PolicyGateway
 
-from .backend_server import PolicyBackend, signed_policy
+from .backend_server import signed_policy
 from .conftest import static_http_server
 
 WS = "ws_abc123"
@@ -28,18 +28,6 @@ def _allow_delete_repo(content: dict) -> None:
 
 def _deny_create_issue(content: dict) -> None:
     content["agent"]["capabilities"]["denied_tools"].append("github:create_issue")
-
-
-@pytest.fixture()
-def backend(envelope_vectors) -> PolicyBackend:
-    backend = PolicyBackend()
-    backend.set_policy(envelope_vectors["valid"])
-    return backend
-
-
-@pytest.fixture()
-def url(backend, http_server, tmp_path) -> str:
-    return http_server(tmp_path, backend.handler())
 
 
 @pytest.fixture()

@@ -6,8 +6,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
-
 from sekuire.compiler.cli import main
 
 from .backend_server import PolicyBackend
@@ -15,18 +13,6 @@ from .conftest import free_port
 
 WS = "ws_abc123"
 AGENTS = f"/v1/workspaces/{WS}/agents"
-
-
-@pytest.fixture()
-def backend(envelope_vectors) -> PolicyBackend:
-    backend = PolicyBackend()
-    backend.set_policy(envelope_vectors["valid"])
-    return backend
-
-
-@pytest.fixture()
-def url(backend, http_server, tmp_path) -> str:
-    return http_server(tmp_path, backend.handler())
 
 
 def _manifest(directory: Path, model: str = "gpt-4o", tools: Sequence[str] = ("web_search", "file_read"), logging: bool = True) -> Path:

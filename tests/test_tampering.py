@@ -227,11 +227,6 @@ def backend(envelope_vectors) -> PolicyBackend:
     return backend
 
 
-@pytest.fixture()
-def url(backend, http_server, tmp_path) -> str:
-    return http_server(tmp_path, backend.handler())
-
-
 ROTATED = SigningKey(b"\x07" * 32)  # a second trusted key: a rollback must fail whoever signed it
 
 
