@@ -175,3 +175,23 @@ def test_build_names_the_pointer_of_an_uncompilable_pattern(tmp_path, capsys, en
     err = capsys.readouterr().err
     assert err.startswith(f"error: {source}: /content/permissions/network/allowed_domains/2: ")
     assert err.count("\n") == 1 and not out.exists()
+
+
+def test_policy_eval_prints_the_decision_and_exits_by_it(tmp_path, rsa_keys, capsys):
+    private, public = rsa_keys
+    bundle = tmp_path / "bundle.tar.gz"
+    assert cli("policy", "build", "--file", CODING, "--keyring", KEYRING, "--out", bundle, "--signing-key", private) == 0
+    capsys.readouterr()
+    source = ("--bundle", bundle, "--verification-key", public)
+    assert cli("policy", "eval", *source, "--action", '{"type": "tool", "name": "web_search"}') == 0
+    assert json.loads(capsys.readouterr().out)["allow"] is True
+    # the same normalisation as the enforcer: the path is resolved before OPA's rules see it
+    action = '{"type": "filesystem", "path": "/workspace/../workspace/secrets/k.txt", "operation": "read"}'
+    assert cli("policy", "eval", *source, "--action", action) == 3
+    assert [v["rule"] for v in json.loads(capsys.readouterr().out)["violations"]] == ["fs.blocked"]
+    assert cli("policy", "eval", "--file", CODING, "--keyring", KEYRING, "--action", action) == 3
+    capsys.readouterr()
+    assert cli("policy", "eval", *source, "--action", '{"type": "tool", "name": ""}') == 1
+    assert capsys.readouterr().err == "error: --action: name must not be empty\n"
+    assert cli("policy", "eval", "--bundle", bundle, "--action", '{"type": "tool", "name": "web_search"}') == 1
+    assert "pass its verification_key" in capsys.readouterr().err

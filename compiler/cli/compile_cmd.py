@@ -104,7 +104,10 @@ def _eval(args: argparse.Namespace) -> int:
     from ...runtime.engine import EmbeddedEngine, decision_path
     from ...runtime.normalize import normalize_action
 
-    action = normalize_action(_parse_action(args.action))
+    try:
+        action = normalize_action(_parse_action(args.action))
+    except SekuireError as exc:
+        raise exc.with_source("--action") from None
     if args.file:
         policy = policy_from(args, args.file)
         engine = EmbeddedEngine.from_policy(policy)
