@@ -205,7 +205,7 @@ class Agent:
             logger.debug("agent %s: the response reports no usage.total_tokens; %d tokens counted", self.name, reserved)
         elif used > reserved:
             # Spent already: counted whatever the limit says, so the next call is judged on real usage.
-            self.enforcer.rate_limiter.consume(self.enforcer._rate_key("token"), used - reserved)
+            self.enforcer.record_usage("token", used - reserved)
 
     # -- lifetime -------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from .cache import DecisionCache
 from .decision_log import DecisionLogger, DecisionSink, LoggingSink
 from .engine import EmbeddedEngine, Engine, decision_path
 from .errors import EngineError, EngineResponseError, PolicyViolationError
-from .normalize import check_name, normalize_action
+from .normalize import check_amount, check_kind, check_name, normalize_action
 from .ratelimit import RateLimiter, Reservation
 
 __all__ = [
@@ -211,6 +211,10 @@ class PolicyEnforcer:
             if decision.allow:
                 reservation.commit()
         return self._conclude(decision)
+
+    def record_usage(self, kind: str, amount: int) -> None:
+        """Count usage that already happened, without a decision (tokens a response reports beyond a reservation)."""
+        self.rate_limiter.consume(self._rate_key(check_kind(kind)), check_amount(amount))
 
     def check(self, action: Mapping[str, Any]) -> Decision:
         """The decision for an ``input.action`` object, without raising for a deny or an engine failure.

@@ -128,3 +128,19 @@ def test_reset(limiter):
     assert limiter.usage(KEY)["minute"] == 0 and limiter.usage(("other",))["minute"] == 1
     limiter.reset()
     assert limiter.usage(("other",))["minute"] == 0
+
+
+def test_record_usage_counts_what_was_spent_without_a_decision(vector_keyring):
+    from sekuire.compiler import load_policy
+    from sekuire.runtime import InvalidActionError, PolicyEnforcer, PolicyViolationError
+
+    from .conftest import VECTOR_POLICY
+
+    with PolicyEnforcer(load_policy(VECTOR_POLICY, keyring=vector_keyring), cache=False) as enforcer:
+        enforcer.record_usage("token", 39_999)  # the vector policy allows 40,000 tokens a minute
+        enforcer.enforce_rate_limit("token", 1)
+        with pytest.raises(PolicyViolationError) as info:
+            enforcer.enforce_rate_limit("token", 1)
+        assert info.value.rule == "rate_limit.exceeded"
+        with pytest.raises(InvalidActionError):
+            enforcer.record_usage("token", -5)
