@@ -32,9 +32,9 @@ import hmac
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 from cryptography import x509
@@ -85,6 +85,7 @@ SIGNING_ALGORITHMS = (
 _EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 _MIN_RSA_BITS = 2048
 _MAX_KEY_BYTES = 1 << 20
+_K = TypeVar("_K")
 # The SHA-2 family of OPA's per-file hash algorithms; OPA also takes MD5 and SHA-1, which we refuse.
 _HASHES = {
     "SHA-224": "sha224",
@@ -286,22 +287,20 @@ def load_verification_key(value: str, *, alg: str | None = None) -> bytes | Publ
 
 def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
     """An RSA or EC private key from a PEM file; BundleError naming the file otherwise."""
-    source = os.fspath(path)
-    try:
-        return _private_key(read_limited(path, _MAX_KEY_BYTES))
-    except OSError as exc:
-        raise BundleError(f"cannot read private key: {exc.strerror or exc}", source=source) from None
-    except BundleError as exc:
-        raise exc.with_source(source) from None
+    return _load_key(path, _private_key, "private key")
 
 
 def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
     """An RSA or EC public key (or certificate) from a PEM file; BundleError naming the file otherwise."""
+    return _load_key(path, _public_key, "public key")
+
+
+def _load_key(path: str | os.PathLike[str], parse: Callable[[bytes], _K], what: str) -> _K:
     source = os.fspath(path)
     try:
-        return _public_key(read_limited(path, _MAX_KEY_BYTES))
+        return parse(read_limited(path, _MAX_KEY_BYTES))
     except OSError as exc:
-        raise BundleError(f"cannot read public key: {exc.strerror or exc}", source=source) from None
+        raise BundleError(f"cannot read {what}: {exc.strerror or exc}", source=source) from None
     except BundleError as exc:
         raise exc.with_source(source) from None
 
