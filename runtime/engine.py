@@ -291,7 +291,12 @@ class EmbeddedEngine(Engine):
                 raise
             # A VM that failed (or panicked) mid-run may be left inconsistent: this thread builds a new one.
             self._thread_entry()[1].pop(path, None)
-            raise EngineResponseError(f"{path}: {_regorus_message(exc)}") from None
+            message = _regorus_message(exc)
+            if _INSTRUCTION_LIMIT not in message:
+                raise EngineResponseError(f"{path}: {message}") from None
+            # The RVM stops at a fixed instruction budget (25,000 in regorus 0.13) that big inputs, such as a
+            # manifest with hundreds of tools, can need more of; the interpreter has no such budget.
+            output = self._interpret(path, input_json)
         if output.strip() == _UNDEFINED:
             raise EngineResponseError(f"{path}: undefined (no rule at this path answered)")
         result = json.loads(output)
@@ -299,11 +304,34 @@ class EmbeddedEngine(Engine):
             raise EngineResponseError(f"{path}: expected an object, got {type(result).__name__}")
         return result
 
+    def _interpret(self, path: str, input_json: str) -> str:
+        """Evaluate with this thread's regorus interpreter for this engine (built on first use)."""
+        entry = self._thread_entry()[1]
+        interpreter = entry.get(_INTERPRETER)
+        try:
+            if interpreter is None:
+                interpreter = regorus.Engine()
+                for name, source in self._modules:
+                    interpreter.add_policy(name, source)
+                interpreter.add_data_json(self._data_json)
+                entry[_INTERPRETER] = interpreter
+            interpreter.set_input_json(input_json)
+            return interpreter.eval_rule_as_json(rule_ref(path))
+        except BaseException as exc:
+            if not _is_regorus_error(exc):
+                raise
+            entry.pop(_INTERPRETER, None)
+            raise EngineResponseError(f"{path}: {_regorus_message(exc)}") from None
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             self._programs.clear()
         getattr(_thread_vms, "engines", {}).pop(self._id, None)
+
+
+_INSTRUCTION_LIMIT = "exceeded maximum instruction limit"
+_INTERPRETER = "<interpreter>"  # the key of a thread's interpreter among its VMs (paths never start with "<")
 
 
 def _read_key(path: os.PathLike[str]) -> bytes:

@@ -48,8 +48,8 @@ __all__ = [
 #: Longer strings are refused: the longest legitimate value is a path (Linux PATH_MAX is 4096).
 MAX_VALUE_LENGTH = 4096
 
-#: Deeper paths are refused: the embedded engine's VM stops after a fixed instruction budget, which a
-#: path of about 400 segments exhausts (OPA has no such budget), so both engines answer the same below this.
+#: Deeper paths are refused: they bound the work of one decision (past about 400 segments the embedded
+#: engine's VM runs out of its instruction budget and the query is finished by the slower interpreter).
 MAX_PATH_SEGMENTS = 256
 
 #: Rate-limit amounts stay exact in every JSON parser (and in the Rego's arithmetic).

@@ -390,3 +390,20 @@ def test_opa_request_shape(scripted):
     with OPAEngine(url) as engine, pytest.raises(InvalidActionError, match="not JSON"):
         engine.evaluate("sekuire/workspaces/ws/decision", {"n": float("nan")})
     assert len(seen) == 1
+
+
+def test_inputs_beyond_the_vm_instruction_budget_are_answered_like_opa(compiled, opa_url):
+    """regorus' VM stops at a fixed instruction budget; the engine finishes such queries in its interpreter."""
+    manifest = {
+        "agent": {"llm": {"provider": "openai", "model": "gpt-4o"}},
+        "tools": ["web_search", *(f"tool_{i}" for i in range(600))],
+        "capabilities": {"provides": []},
+    }
+    deep = {"action": {"type": "filesystem", "path": "/workspace/" + "d/" * 800 + "x.txt", "operation": "read"}}
+    with EmbeddedEngine.from_compiled(compiled) as embedded, OPAEngine(opa_url) as opa:
+        for path, query in ((compiled.manifest_path, manifest), (compiled.decision_path, deep)):
+            answer = embedded.evaluate(path, query)
+            assert answer == opa.evaluate(path, query)
+        assert len(answer["violations"]) == 0 and answer["allow"] is True
+        tools = embedded.evaluate(compiled.manifest_path, manifest)
+        assert [v["rule"] for v in tools["violations"]] == ["manifest.tool_not_allowed"] * 600

@@ -78,7 +78,7 @@ def _decision(rules: Any) -> dict[str, Any]:
 
 
 def case(
-    category: str, policy: str, action: Any, expect: Any, direct: Any = SAME, note: str = "", vm_budget: bool = False
+    category: str, policy: str, action: Any, expect: Any, direct: Any = SAME, note: str = ""
 ) -> None:
     if direct is SAME:
         assert expect != ERR, "a refused argument still reaches OPA when sent directly: say what OPA answers"
@@ -93,9 +93,6 @@ def case(
     }
     if note:
         entry["note"] = note
-    if vm_budget:
-        # Queried directly, the embedded engine's VM runs out of its instruction budget: it fails closed.
-        entry["embedded_direct"] = "engine_error"
     _cases.append(entry)
 
 
@@ -283,9 +280,9 @@ path(CODING, "/workspace/" + "d/" * 254 + "f.txt", [], note="256 segments: the r
 path(CODING, "/workspace/" + "d/" * 255 + "f.txt", ERR, [], note="257 segments: over the runtime's depth limit")
 path(CODING, "/workspace/" + "d/" * 254 + "../" * 10 + "f.txt", [], [FS_INV],
      note="the depth limit applies to the normalised path")
-path(CODING, "/workspace/" + "d/" * 1000 + "f.txt", ERR, [], vm_budget=True,
-     note="over the depth limit; OPA judges the path itself, the embedded VM runs out of budget and denies")
-path(CODING, "/workspace/" + "a/" * 2100 + "x.txt", ERR, [], vm_budget=True,
+path(CODING, "/workspace/" + "d/" * 1000 + "f.txt", ERR, [],
+     note="over the depth limit; OPA and the embedded engine (its interpreter, past the VM's instruction budget) judge the path itself")
+path(CODING, "/workspace/" + "a/" * 2100 + "x.txt", ERR, [],
      note="the runtime refuses values over 4096 characters; OPA judges the path itself")
 path(CODING, "/workspace/" + "x" * 5000 + ".txt", ERR, [], note="the runtime refuses values over 4096 characters")
 path(CODING, "/tmp/x.json", [], operation="delete", note="no allowed_operations: every operation")
