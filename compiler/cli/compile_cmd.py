@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..bundle import build_bundle, load_bundle
-from ..bundle_signing import SIGNING_ALGORITHMS, BundleSigner
+from ..bundle_signing import SIGNING_ALGORITHMS, BundleSigner, load_verification_key
 from ..canonical import strict_loads
 from ..compile import compile_policy
 from ..errors import CompileError, PolicyFormatError, SekuireError
@@ -119,7 +119,9 @@ def _eval(args: argparse.Namespace) -> int:
             raise CompileError("not a sekuire bundle: no workspace_id in its manifest metadata", source=args.bundle)
         engine = EmbeddedEngine.from_bundle(
             args.bundle,
-            verification_key=_read_text(args.verification_key) if args.verification_key else None,
+            verification_key=(
+                load_verification_key(args.verification_key, alg=args.signing_alg) if args.verification_key else None
+            ),
             alg=args.signing_alg,
             allow_unsigned=args.allow_unsigned_bundle,
         )
@@ -127,12 +129,3 @@ def _eval(args: argparse.Namespace) -> int:
         decision = engine.evaluate(decision_path(workspace), {"action": action, "context": {"agent": args.agent, "workspace": workspace}})
     print(json.dumps(decision, indent=2, ensure_ascii=False))
     return 0 if decision.get("allow") is True else EXIT_DENY
-
-
-def _read_text(path: str) -> str:
-    from ..files import read_limited
-
-    try:
-        return read_limited(path, 1 << 20).decode()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CompileError(getattr(exc, "strerror", None) or str(exc), source=path) from None

@@ -175,13 +175,14 @@ def _sign(args: argparse.Namespace) -> int:
             raise PolicyFormatError("expected a non-empty string", source=source, pointer=f"/{field}")
     document.setdefault("status", "active")
     document.pop("signing_public_key", None)
-    signed = sign_document(document, read_seed(args.key), args.key_id)
+    seed = read_seed(args.key)
+    signed = sign_document(document, seed, args.key_id)
     # Prove the result verifies with the key we just used before writing anything.
     from nacl.signing import SigningKey
 
     from ..keyring import Keyring
 
-    public = bytes(SigningKey(read_seed(args.key)).verify_key)
+    public = bytes(SigningKey(seed).verify_key)
     parse_policy(signed, Keyring(keys={args.key_id: public}), source=source)
     out = args.out or source
     atomic_write(out, (json.dumps(signed, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
