@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from .agent import Agent, get_agent
+from .beacon import Beacon
 from .cache import DecisionCache
 from .client import AsyncPolicyClient, PolicyClient, PolicyRollbackError
+from .counters import DecisionCounters, DecisionCounts
 from .decision_log import DecisionLogger, FileSink, HTTPSink, LoggingSink
 from .enforcer import Decision, PolicyEnforcer, Violation
 from .engine import EmbeddedEngine, Engine
@@ -25,8 +27,11 @@ from .ratelimit import RateLimiter
 __all__ = [
     "Agent",
     "AsyncPolicyClient",
+    "Beacon",
     "Decision",
     "DecisionCache",
+    "DecisionCounters",
+    "DecisionCounts",
     "DecisionLogger",
     "EmbeddedEngine",
     "Engine",
