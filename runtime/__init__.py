@@ -23,6 +23,7 @@ from .llm import LLMError, OpenAIChatClient
 from .manifest import Manifest, ManifestError, load_manifest
 from .opa import OPAEngine
 from .ratelimit import RateLimiter
+from .taskworker import Task, TaskResult, TaskWorker
 
 __all__ = [
     "Agent",
@@ -54,6 +55,9 @@ __all__ = [
     "PolicyViolationError",
     "RateLimiter",
     "SekuireRuntimeError",
+    "Task",
+    "TaskResult",
+    "TaskWorker",
     "Violation",
     "get_agent",
     "load_manifest",

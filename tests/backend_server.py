@@ -133,6 +133,8 @@ class PolicyBackend(_Server):
     #: Queued tasks per (workspace, agent), and the results posted per task id.
     tasks: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: When set, result posts are answered with this status and not recorded.
+    result_status: int | None = None
 
     def add_task(self, workspace: str, agent: str, task: dict[str, Any]) -> None:
         with self.lock:
@@ -163,6 +165,9 @@ class PolicyBackend(_Server):
                 handed, self.tasks[(ws, agent)] = self.tasks.get((ws, agent), []), []
             _send(handler, 200, _json({"tasks": handed}))
         elif method == "POST" and len(rest) == 3 and rest[0] == "tasks" and rest[2] == "result":
+            if self.result_status is not None:
+                _send(handler, self.result_status, b'{"error":"results refused"}')
+                return True
             with self.lock:
                 self.results[rest[1]] = json.loads(body)
             _send(handler, 200, b'{"ok":true}')
