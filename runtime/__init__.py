@@ -1,4 +1,8 @@
-"""sekuire.runtime: enforce workspace policies in Python agents through OPA queries."""
+"""sekuire.runtime: enforce workspace policies in Python agents through OPA queries.
+
+``A2ATaskDelegator`` is loaded on first access (``sekuire.runtime.a2a``); it needs the ``[a2a]`` extra only
+when it delegates, and importing this package never loads the A2A SDK.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from .ratelimit import RateLimiter
 from .taskworker import Task, TaskResult, TaskWorker
 
 __all__ = [
+    "A2ATaskDelegator",
     "Agent",
     "AsyncPolicyClient",
     "Beacon",
@@ -62,3 +67,11 @@ __all__ = [
     "get_agent",
     "load_manifest",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "A2ATaskDelegator":
+        from .a2a import A2ATaskDelegator
+
+        return A2ATaskDelegator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

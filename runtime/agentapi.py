@@ -90,7 +90,7 @@ def request_json(
                     raise BackendError(f"no complete answer within {deadline:g} s", source=url)
                 chunks.append(chunk)
     except httpx.HTTPError as exc:
-        raise BackendError(f"request failed: {exc.__class__.__name__}", source=url) from None
+        raise BackendError(f"request failed: {exc.__class__.__name__}: {sanitize(exc)}", source=url) from None
     return _parse(url, b"".join(chunks))
 
 
@@ -119,5 +119,5 @@ async def arequest_json(
     except TimeoutError:
         raise BackendError(f"no complete answer within {deadline:g} s", source=url) from None
     except httpx.HTTPError as exc:
-        raise BackendError(f"request failed: {exc.__class__.__name__}", source=url) from None
+        raise BackendError(f"request failed: {exc.__class__.__name__}: {sanitize(exc)}", source=url) from None
     return _parse(url, b"".join(chunks))
