@@ -31,7 +31,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -181,8 +181,8 @@ class A2ATaskDelegator:
             raise
         except Exception as exc:  # BackendError, the SDK's ParseError, protobuf's ParseError
             raise A2ADelegationError(f"no usable Agent Card at {sanitize(url)}: {sanitize(exc)}") from None
-        allowed = []
-        refusals = []
+        allowed: list[tuple[Any, Decision]] = []
+        refusals: list[tuple[Any, Decision]] = []
         for interface in card.supported_interfaces:
             if interface.protocol_binding != _JSONRPC:
                 continue
@@ -200,16 +200,17 @@ class A2ATaskDelegator:
         chosen = min((interface for interface, _ in allowed), key=_preference)
         del card.supported_interfaces[:]
         card.supported_interfaces.append(chosen)
-        return card
+        return cast("AgentCard", card)
 
     async def _send(self, client: httpx.AsyncClient, peer_url: str, card: AgentCard, capability: str,
                     args: dict[str, Any], text: str | None) -> Delegation:
         sdk = _sdk()
         types = sdk.types
         config = sdk.client.ClientConfig(streaming=False, httpx_client=client, supported_protocol_bindings=[_JSONRPC])
-        parts = [types.Part(data=_value({"capability": capability, "args": args}))]
+        helpers = _helpers()
+        parts = [helpers.new_data_part({"capability": capability, "args": args})]
         if text:
-            parts.append(types.Part(text=text))
+            parts.append(helpers.new_text_part(text))
         message = types.Message(message_id=uuid.uuid4().hex, role=types.Role.ROLE_USER, parts=parts)
         try:
             a2a_client = sdk.client.ClientFactory(config).create(card)
@@ -222,12 +223,6 @@ class A2ATaskDelegator:
             raise A2ADelegationError(f"the peer at {sanitize(peer_url)} sent no answer")
         interface = card.supported_interfaces[0]
         return _delegation(sdk, peer_url, interface.url, interface.protocol_version, events[-1])
-
-
-def _value(data: Any) -> Any:
-    from google.protobuf import json_format, struct_pb2
-
-    return json_format.ParseDict(data, struct_pb2.Value())
 
 
 def _preference(interface: Any) -> int:

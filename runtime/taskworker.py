@@ -102,7 +102,8 @@ def _read_task(item: Any) -> Task | TaskResult | None:
     if not isinstance(item, dict):
         return None
     task_id = item.get("id")
-    if not isinstance(task_id, str) or not task_id or len(task_id) > _MAX_ID or not task_id.isprintable():
+    if (not isinstance(task_id, str) or not task_id or len(task_id) > _MAX_ID or not task_id.isprintable()
+            or task_id in (".", "..")):  # a dot segment would move the result URL
         return None
     capability, args = item.get("capability"), item.get("args", {})
     if not isinstance(capability, str) or not isinstance(args, dict):

@@ -105,9 +105,18 @@ def test_bad_tasks_fail_without_running_a_handler(gateway, backend, recorder, ta
 def test_a_task_without_a_usable_id_is_skipped(gateway, backend, recorder):
     backend.add_task(WS, AGENT, {"capability": "github:create_issue"})
     backend.add_task(WS, AGENT, {"id": "", "capability": "github:create_issue"})
+    backend.add_task(WS, AGENT, {"id": "..", "capability": "github:create_issue"})
+    backend.add_task(WS, AGENT, {"id": "x" * 201, "capability": "github:create_issue"})
     backend.add_task(WS, AGENT, {"id": "ok", "capability": "github:create_issue"})
     assert [r.task_id for r in _worker(gateway, recorder).poll()] == ["ok"]
     assert list(backend.results) == ["ok"]
+
+
+def test_a_task_id_is_one_path_segment_of_the_result_url(gateway, backend, recorder):
+    backend.add_task(WS, AGENT, {"id": "a/b?c#d", "capability": "github:create_issue"})
+    _worker(gateway, recorder).poll()
+    assert list(backend.results) == ["a/b?c#d"]
+    assert backend.seen("POST", "/tasks/a%2Fb%3Fc%23d/result")
 
 
 def test_a_result_that_is_not_json_fails(gateway, backend):
