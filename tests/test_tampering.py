@@ -1,6 +1,6 @@
 """Tampering: every single-field change of the vector policy.json, every byte flip of a signed bundle, downgrades.
 
-- policy.json: every member and array element of ``../shared/vectors/policy.json``
+- policy.json: every member and array element of ``tests/vectors/policy.json``
   is changed (another value of its type, another type, removed; objects also
   get an unknown member), content changes both with and without the attacker
   recomputing ``hash``; each is refused with the error of its class. The only

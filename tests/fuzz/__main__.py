@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-VECTORS = ROOT.parent / "shared" / "vectors"
+VECTORS = ROOT / "tests" / "vectors"
 EXAMPLES = ROOT / "policies" / "examples"
 OPA_VECTORS = VECTORS / "opa-bundle"
 TARGET_NAMES = ("policy", "content", "bundle", "tar")
