@@ -12,13 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SekuireError
+from .exitcodes import EXIT_ERROR, EXIT_OK
 
-__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "EXIT_VIOLATION", "build_parser", "main", "run"]
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_VIOLATION = 3
+__all__ = ["build_parser", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
