@@ -11,15 +11,15 @@ from .beacon import Beacon
 from .cache import DecisionCache
 from .client import AsyncPolicyClient, PolicyClient, PolicyRollbackError
 from .counters import DecisionCounters, DecisionCounts
+from .decision import Decision, PolicyViolationError, Violation
 from .decision_log import DecisionLogger, FileSink, HTTPSink, LoggingSink
-from .enforcer import Decision, PolicyEnforcer, Violation
+from .enforcer import PolicyEnforcer
 from .engine import EmbeddedEngine, Engine
 from .errors import (
     EngineError,
     EngineResponseError,
     EngineUnavailable,
     InvalidActionError,
-    PolicyViolationError,
     SekuireRuntimeError,
 )
 from .gateway import PolicyGateway

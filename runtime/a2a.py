@@ -37,8 +37,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from .agentapi import arequest_json, sanitize
-from .enforcer import Decision
-from .errors import PolicyViolationError, SekuireRuntimeError
+from .decision import Decision, PolicyViolationError
+from .errors import SekuireRuntimeError
 from .gateway import PolicyGateway
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ..compiler.canonical import strict_loads
+from ..compiler.policy.canonical import strict_loads
 from ..compiler.errors import BackendError, PolicyFormatError
 
 __all__ = [

@@ -46,7 +46,7 @@ import httpx
 
 from ..compiler.errors import BackendError
 from .agentapi import DEFAULT_DEADLINE, agent_url, arequest_json, request_json, sanitize
-from .enforcer import Decision
+from .decision import Decision
 from .errors import InvalidActionError
 from .gateway import PolicyGateway
 from .normalize import check_name

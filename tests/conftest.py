@@ -21,14 +21,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from sekuire.compiler import Keyring
 
 pytest_plugins = ["tests.enforcer_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SEKUIRE_SHARED", ROOT.parent / "shared"))
-VECTORS = SHARED / "vectors"
+#: The shared test vectors, copied into the repository byte for byte (tests/vectors/README.md).
+VECTORS = ROOT / "tests" / "vectors"
 ENVELOPE_VECTORS = VECTORS / "policy-envelope.json"
 VECTOR_POLICY = VECTORS / "policy.json"
 
