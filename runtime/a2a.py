@@ -44,7 +44,7 @@ from .gateway import PolicyGateway
 if TYPE_CHECKING:
     from a2a.types import AgentCard, StreamResponse
 
-__all__ = ["AGENT_CARD_PATH", "A2ADelegationError", "A2ATaskDelegator", "Delegation"]
+__all__ = ["A2ADelegationError", "A2ATaskDelegator", "AGENT_CARD_PATH", "Delegation"]
 
 #: Where an A2A agent publishes its Agent Card.
 AGENT_CARD_PATH = "/.well-known/agent-card.json"

@@ -37,6 +37,9 @@ MAX_ANSWER_BYTES = 1 << 20
 def agent_url(backend: str, workspace_id: str, agent_id: str, *tail: str) -> str:
     """``{backend}/v1/workspaces/<ws>/agents/<agent_id>/<tail...>``, each segment percent-encoded."""
     segments = ["v1", "workspaces", workspace_id, "agents", agent_id, *tail]
+    if any(segment in ("", ".", "..") for segment in segments):
+        # quote() keeps dots: a dot segment would move the request to another endpoint.
+        raise ValueError(f"an empty, '.' or '..' path segment cannot name a workspace, agent or task: {segments[2:]}")
     return backend.rstrip("/") + "/" + "/".join(quote(s, safe="") for s in segments)
 
 

@@ -47,7 +47,7 @@ from .errors import SekuireRuntimeError
 from .gateway import PolicyGateway
 from .normalize import check_name
 
-__all__ = ["MIN_INTERVAL", "Beacon"]
+__all__ = ["Beacon", "MIN_INTERVAL"]
 
 logger = logging.getLogger(__name__)
 

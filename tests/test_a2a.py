@@ -77,6 +77,23 @@ def test_a_peer_on_a_host_the_policy_refuses_is_never_contacted(gateway):
     assert denied.value.rule.startswith("network.")
 
 
+def test_a_plain_http_peer_is_refused_when_the_policy_requires_tls(url, backend, vector_keyring, envelope_vectors,
+                                                                   vector_seed):
+    def loopback_but_tls(content: dict) -> None:
+        _peers_allowed(content)
+        content["permissions"]["network"]["require_tls"] = True
+
+    backend.set_policy(signed_policy(envelope_vectors["valid"], vector_seed, version="2", edit_content=loopback_but_tls))
+    with PolicyClient(url, keyring=vector_keyring) as client, a2a_peer() as peer:
+        gateway = PolicyGateway(client, WS)
+        gateway.initialize()
+        with pytest.raises(PolicyViolationError) as denied:
+            A2ATaskDelegator(gateway).delegate(peer.url, "peer:summarize")
+        gateway.close()
+        assert peer.requests == []
+    assert denied.value.rule.startswith("network.")
+
+
 def test_a_card_cannot_send_the_task_to_a_host_the_policy_refuses(gateway):
     """The card is on an allowed host but names a refused one for JSON-RPC: the task is not sent."""
     with a2a_peer(rpc_host="localhost") as peer:

@@ -189,6 +189,17 @@ def test_a_backend_that_never_answers_costs_one_deadline(gateway):
     assert gateway.check_capability("github:create_issue").allowed
 
 
+@pytest.mark.parametrize("agent_id", ["..", "."])
+def test_an_agent_id_cannot_move_the_heartbeat_url(gateway, agent_id):
+    with pytest.raises(ValueError, match="path segment"):
+        Beacon(gateway, agent_id)
+
+
+def test_an_agent_id_is_one_path_segment(gateway, backend):
+    Beacon(gateway, "team/a?b").beat()
+    assert backend.seen("POST", "/agents/team%2Fa%3Fb/heartbeat")
+
+
 def test_a_stopped_beacon_sends_nothing_more(gateway, backend):
     beacon = Beacon(gateway, AGENT, interval=0.1).start()
     assert wait_until(lambda: len(_beats(backend)) >= 1)
