@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from sekuire.compiler import Keyring, load_policy, sign_document
@@ -24,7 +25,8 @@ from sekuire.compiler.bundle import build_bundle
 from sekuire.compiler.bundle_signing import BundleSigner
 from sekuire.compiler.compile import compile_policy
 from sekuire.runtime import PolicyEnforcer, PolicyViolationError
-from sekuire.runtime.mcp_gate import gate_session
+from sekuire.runtime.mcp_gate import ToolGate, gate_session
+from sekuire.runtime.mcp_proxy import MCPProxy
 
 from .conftest import VECTOR_POLICY
 from .security_support import bundle_key
@@ -298,8 +300,13 @@ def test_bad_policy_file_is_a_one_line_error_and_no_server_starts(tmp_path, mcp_
     document["content"]["agent"]["capabilities"]["denied_tools"] = []
     tampered.write_text(json.dumps(document), encoding="utf-8")
     missing = tmp_path / "missing.json"
+    unsigned = tmp_path / "unsigned.json"
+    document = json.loads(mcp_policy.read_text(encoding="utf-8"))
+    del document["signature"]
+    unsigned.write_text(json.dumps(document), encoding="utf-8")
 
-    for path, needle in ((broken, "broken.json"), (tampered, "hash"), (missing, "missing.json")):
+    cases = ((broken, "broken.json"), (tampered, "hash"), (missing, "missing.json"), (unsigned, "unsigned.json"))
+    for path, needle in cases:
         result = run_cli("mcp-proxy", *file_source(path, vector_keyring), "--", *server)
         assert_one_line_error(result, needle)
     assert not run.calls.exists()
@@ -331,9 +338,16 @@ def test_usage_errors(tmp_path, mcp_policy, vector_keyring):
     assert run_cli("mcp-proxy", "--", "true").returncode == 2  # neither --file nor --bundle: argparse usage
 
 
-def test_proxy_exits_when_the_server_does(tmp_path, mcp_policy, vector_keyring):
+@pytest.mark.parametrize("unsigned", [False, True], ids=["signed", "allow-unsigned"])
+def test_proxy_exits_when_the_server_does(tmp_path, mcp_policy, vector_keyring, unsigned):
     """A server that dies ends the proxy (one line, non-zero) even while the client keeps its pipe open."""
-    command = [str(SEKUIRE), "mcp-proxy", *file_source(mcp_policy, vector_keyring), "--", sys.executable, "-c", "pass"]
+    source = file_source(mcp_policy, vector_keyring)
+    if unsigned:
+        document = json.loads(mcp_policy.read_text(encoding="utf-8"))
+        del document["signature"]
+        mcp_policy.write_text(json.dumps(document), encoding="utf-8")
+        source = [*source, "--allow-unsigned"]
+    command = [str(SEKUIRE), "mcp-proxy", *source, "--", sys.executable, "-c", "pass"]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         code = process.wait(timeout=30)
@@ -347,6 +361,7 @@ def test_proxy_exits_when_the_server_does(tmp_path, mcp_policy, vector_keyring):
                 stream.close()
     assert code == 1
     assert stderr.strip().splitlines()[-1] == f"error: the MCP server {sys.executable!r} exited"
+    assert ("is UNSIGNED; accepted only because of --allow-unsigned" in stderr) == unsigned
 
 
 # -- the Python session gate ------------------------------------------------------------------------------
@@ -432,3 +447,27 @@ def test_the_enforcing_core_never_imports_the_mcp_sdk():
         "assert not [m for m in sys.modules if m == 'mcp' or m.startswith(('mcp.', 'mcp_types'))], sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- the relay's rules on single messages (added cases; the real server covers the rest) ------------------
+
+
+def test_each_listing_page_is_filtered_and_its_cursor_kept(mcp_policy, vector_keyring):
+    async def main() -> list[Any]:
+        with PolicyEnforcer(load_policy(mcp_policy, vector_keyring)) as enforcer:
+            proxy = MCPProxy(ToolGate(enforcer))
+            out = []
+            for request_id, page in ((1, {"tools": [{"name": "delete_files"}, {"name": "echo"}], "nextCursor": "p2"}),
+                                     (2, {"tools": [{"name": "add"}, {"name": "bad\u0000name"}, {"title": "no name"}]})):
+                request = types.JSONRPCRequest(jsonrpc="2.0", id=request_id, method="tools/list", params={})
+                assert await proxy.from_client(request) == (request, None)
+                out.append(await proxy.from_server(types.JSONRPCResponse(jsonrpc="2.0", id=request_id, result=page)))
+            # An answer to an id that was not a listing (or was already answered) is relayed as it is.
+            other = types.JSONRPCResponse(jsonrpc="2.0", id=1, result={"tools": [{"name": "delete_files"}]})
+            out.append(await proxy.from_server(other))
+            return out
+
+    first, second, other = anyio.run(main)
+    assert first.result == {"tools": [{"name": "echo"}], "nextCursor": "p2"}
+    assert second.result == {"tools": [{"name": "add"}]}
+    assert other.result == {"tools": [{"name": "delete_files"}]}

@@ -83,6 +83,12 @@ def _mcp_proxy(args: argparse.Namespace) -> int:
             raise SekuireError("--verification-key verifies --bundle; a policy.json is verified with --keyring", source="mcp-proxy")
         policy = policy_from(args, args.file)
         engine = None
+        for warning in policy.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if args.trust_embedded_key:
+            print("warning: --trust-embedded-key: a key carried inside the policy may have verified it (unsafe)", file=sys.stderr)
+        if policy.signature_status == "unsigned":
+            print(f"warning: policy {policy.policy_id} is UNSIGNED; accepted only because of --allow-unsigned", file=sys.stderr)
     else:
         policy, engine = _bundle_policy(args)
 
