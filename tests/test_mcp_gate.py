@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp import Client, ClientSession, MCPError, StdioServerParameters, stdio_client
 from sekuire.compiler import Keyring, load_policy, sign_document
 from sekuire.compiler.bundle import build_bundle
 from sekuire.compiler.bundle_signing import BundleSigner
@@ -471,3 +471,35 @@ def test_each_listing_page_is_filtered_and_its_cursor_kept(mcp_policy, vector_ke
     assert first.result == {"tools": [{"name": "echo"}], "nextCursor": "p2"}
     assert second.result == {"tools": [{"name": "add"}]}
     assert other.result == {"tools": [{"name": "delete_files"}]}
+
+
+def test_the_sdks_high_level_client_through_the_proxy_and_through_gate_session(tmp_path, mcp_policy, vector_keyring):
+    """``mcp.Client`` (auto mode: it probes server/discover first) behind the proxy, and wrapped by gate_session."""
+    run = Run(tmp_path)
+    env = {"SEKUIRE_TEST_MCP_CALLS": str(run.calls)}
+    proxied = proxy_command(run, file_source(mcp_policy, vector_keyring))
+
+    async def main() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        async with Client(StdioServerParameters(command=proxied[0], args=proxied[1:], env=env)) as client:
+            seen["proxy tools"] = [tool.name for tool in (await client.list_tools()).tools]
+            with pytest.raises(MCPError) as denied:
+                await client.call_tool("delete_files", {"path": "/"})
+            seen["proxy denied"] = denied.value.data["rule"]
+            seen["proxy echo"] = (await client.call_tool("echo", {"text": "via proxy"})).content[0].text
+        with PolicyEnforcer(load_policy(mcp_policy, vector_keyring)) as enforcer:
+            direct = StdioServerParameters(command=sys.executable, args=[str(SERVER)], env=env)
+            async with gate_session(Client(direct), enforcer) as client:
+                seen["gated tools"] = [tool.name for tool in (await client.list_tools()).tools]
+                with pytest.raises(PolicyViolationError) as refused:
+                    await client.call_tool("delete_files", {"path": "/"})
+                seen["gated denied"] = refused.value.rule
+                seen["gated add"] = (await client.call_tool("add", {"a": 1, "b": 2})).structured_content
+        return seen
+
+    seen = anyio.run(main)
+    assert seen == {
+        "proxy tools": ["echo", "add"], "proxy denied": "tool.blocked", "proxy echo": "via proxy",
+        "gated tools": ["echo", "add"], "gated denied": "tool.blocked", "gated add": {"result": 3},
+    }  # fmt: skip
+    assert [call["tool"] for call in run.server_calls()] == ["echo", "add"]
