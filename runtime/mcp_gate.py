@@ -32,7 +32,7 @@ from typing import Any, Protocol, Self, TypeVar
 from .enforcer import Decision, Violation
 from .errors import InvalidActionError
 
-__all__ = ["GatedSession", "SessionLike", "ToolEnforcer", "ToolGate", "gate_session"]
+__all__ = ["GatedSession", "INVALID_INPUT", "SessionLike", "ToolEnforcer", "ToolGate", "gate_session"]
 
 logger = logging.getLogger(__name__)
 

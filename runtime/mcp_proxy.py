@@ -46,7 +46,17 @@ from ..compiler.errors import SekuireError
 from .errors import InvalidActionError, PolicyViolationError, SekuireRuntimeError
 from .mcp_gate import INVALID_INPUT, ToolGate
 
-__all__ = ["DENIED_CODE", "DenyStyle", "MCPProxy", "MCPProxyError", "Side", "serve_stdio"]
+__all__ = [
+    "DENIED_CODE",
+    "DenyStyle",
+    "GATE_FAILURE",
+    "MCPProxy",
+    "MCPProxyError",
+    "ReadStream",
+    "Side",
+    "WriteStream",
+    "serve_stdio",
+]
 
 logger = logging.getLogger(__name__)
 
