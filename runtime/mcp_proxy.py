@@ -68,6 +68,9 @@ DENIED_CODE = types.INVALID_PARAMS
 #: The rule of a deny that stands for a failure of the gate itself (fail closed).
 GATE_FAILURE = "engine.unavailable"
 
+Message = types.JSONRPCMessage
+
+_READ_CHUNK = 1 << 16
 
 
 class ReadStream(Protocol):
@@ -80,10 +83,6 @@ class WriteStream(Protocol):
     """Messages to one side."""
 
     async def send(self, item: SessionMessage, /) -> None: ...
-
-Message = types.JSONRPCMessage
-
-_READ_CHUNK = 1 << 16
 
 
 class MCPProxyError(SekuireRuntimeError):

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -200,14 +201,20 @@ def test_proxy_runs_a_signed_bundle(tmp_path, mcp_policy, vector_keyring):
 
 
 def raw_session(run: Run, command: list[str], lines: list[str]) -> list[dict[str, Any]]:
-    """Send ``lines`` (after initialize) to the proxy; return every message it wrote back."""
+    """Send ``lines`` (after initialize) to the proxy; return every message it wrote back.
+
+    Reads until each request has its answer (an object's ``id``; ``None`` for a line that is not one):
+    the server answers concurrent requests in any order.
+    """
     handshake = [
         json.dumps({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}),
         json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
     ]  # fmt: skip
-    # Last: a ping, answered only after the server has handled everything before it.
-    ping = json.dumps({"jsonrpc": "2.0", "id": "last", "method": "ping"})
+    expected = {"init"}
+    for line in lines:
+        parsed = json.loads(line)
+        expected.add(parsed.get("id") if isinstance(parsed, dict) else None)
     process = subprocess.Popen(
         command,
         stdin=subprocess.PIPE,
@@ -215,21 +222,22 @@ def raw_session(run: Run, command: list[str], lines: list[str]) -> list[dict[str
         stderr=subprocess.DEVNULL,
         env={**os.environ, "SEKUIRE_TEST_MCP_CALLS": str(run.calls)},
     )
+    watchdog = threading.Timer(60, process.kill)  # a proxy that never answers fails the test instead of hanging it
+    watchdog.start()
     try:
         assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(("\n".join([*handshake, *lines, ping]) + "\n").encode())
+        process.stdin.write(("\n".join([*handshake, *lines]) + "\n").encode())
         process.stdin.flush()
         answers = []
-        while True:
+        while not expected <= {answer.get("id") for answer in answers}:
             line = process.stdout.readline()
-            assert line, "the proxy closed its output before answering the last ping"
+            assert line, f"the proxy closed its output with {expected - {a.get('id') for a in answers}} unanswered"
             answers.append(json.loads(line))
-            if answers[-1].get("id") == "last":
-                break
         process.stdin.close()
         assert process.wait(timeout=30) == 0
         return answers
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.wait()
