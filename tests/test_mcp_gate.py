@@ -315,9 +315,10 @@ def test_bad_policy_file_is_a_one_line_error_and_no_server_starts(tmp_path, mcp_
 
     cases = ((broken, "broken.json"), (tampered, "hash"), (missing, "missing.json"), (unsigned, "unsigned.json"))
     for path, needle in cases:
-        result = run_cli("mcp-proxy", *file_source(path, vector_keyring), "--", *server)
+        result = run_cli("mcp-proxy", *file_source(path, vector_keyring), "--decision-log", str(run.decisions), "--", *server)
         assert_one_line_error(result, needle)
     assert not run.calls.exists()
+    assert not run.decisions.exists()  # nothing written by a refused start
 
 
 def test_bundle_without_a_valid_signature_is_refused(tmp_path, mcp_policy, vector_keyring):

@@ -71,13 +71,6 @@ def _mcp_proxy(args: argparse.Namespace) -> int:
     from ...runtime.enforcer import PolicyEnforcer
     from ...runtime.mcp_gate import ToolGate
 
-    sink = None
-    if args.decision_log:
-        try:
-            open(args.decision_log, "a", encoding="utf-8").close()  # fail now, not at the first decision
-        except OSError as exc:
-            raise SekuireError(exc.strerror or str(exc), source=args.decision_log) from None
-        sink = FileSink(args.decision_log)
     if args.file:
         if args.verification_key:
             raise SekuireError("--verification-key verifies --bundle; a policy.json is verified with --keyring", source="mcp-proxy")
@@ -91,6 +84,15 @@ def _mcp_proxy(args: argparse.Namespace) -> int:
             print(f"warning: policy {policy.policy_id} is UNSIGNED; accepted only because of --allow-unsigned", file=sys.stderr)
     else:
         policy, engine = _bundle_policy(args)
+    sink = None
+    if args.decision_log:  # opened once the policy is good: a refused start leaves no file behind
+        try:
+            open(args.decision_log, "a", encoding="utf-8").close()  # fail now, not at the first decision
+        except OSError as exc:
+            if engine is not None:
+                engine.close()
+            raise SekuireError(exc.strerror or str(exc), source=args.decision_log) from None
+        sink = FileSink(args.decision_log)
 
     def denied(rule: str, reason: str) -> None:
         print(f"sekuire mcp-proxy: denied: {rule}: {reason}", file=sys.stderr, flush=True)
