@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .agent import Agent, get_agent
+from .agent import Agent, aget_agent, get_agent
 from .cache import DecisionCache
 from .client import AsyncPolicyClient, PolicyClient, PolicyRollbackError
 from .decision_log import DecisionLogger, FileSink, HTTPSink, LoggingSink
@@ -50,6 +50,7 @@ __all__ = [
     "RateLimiter",
     "SekuireRuntimeError",
     "Violation",
+    "aget_agent",
     "get_agent",
     "load_manifest",
 ]

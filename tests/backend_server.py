@@ -160,6 +160,10 @@ class ChatServer(_Server):
 
     total_tokens: int = 30
     status: int = 200
+    #: False: answers carry no ``usage`` (as some compatible servers do).
+    report_usage: bool = True
+    #: When set, the assistant's answer is this text instead of the echo.
+    reply: str | None = None
 
     def answer(self, handler: http.server.BaseHTTPRequestHandler, method: str, body: bytes) -> None:
         if method != "POST" or not handler.path.endswith("/chat/completions"):
@@ -169,11 +173,15 @@ class ChatServer(_Server):
         request = json.loads(body)
         last = request["messages"][-1]["content"]
         prompt = self.total_tokens // 3
-        return _send(handler, 200, _json({
+        answer: dict[str, Any] = {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",
             "created": 0,
             "model": request["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"echo: {last}"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": self.total_tokens - prompt, "total_tokens": self.total_tokens},
-        }))
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.reply if self.reply is not None else f"echo: {last}"},
+                         "finish_reason": "stop"}],
+        }
+        if self.report_usage:
+            answer["usage"] = {"prompt_tokens": prompt, "completion_tokens": self.total_tokens - prompt,
+                               "total_tokens": self.total_tokens}
+        return _send(handler, 200, _json(answer))
