@@ -6,7 +6,8 @@ them). The backend answers:
 
 - ``GET /v1/workspaces/<ws>/policies/active`` with a strong ETag and 304 for a matching If-None-Match;
 - ``GET /v1/keys/<id>``;
-- ``POST /v1/workspaces/<ws>/agents`` (the push), recording the JSON it received.
+- ``POST /v1/workspaces/<ws>/agents`` (the push), recording the JSON it received;
+- ``POST /v1/agents`` (a push without a workspace), recorded under ``agents[""]``.
 """
 
 from __future__ import annotations
@@ -145,6 +146,12 @@ class PolicyBackend(_Server):
             return _send(handler, 200, document, {"ETag": etag} if self.etags else None)
         if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "keys"] and parts[2] in self.keys:
             return _send(handler, 200, self.keys[parts[2]])
+        if method == "POST" and parts == ["v1", "agents"]:  # a push without a workspace: kept under ""
+            with self.lock:
+                received = self.agents.setdefault("", [])
+                received.append(json.loads(body))
+                agent_id = f"agent_{len(received)}"
+            return _send(handler, 201, _json({"agent_id": agent_id, "status": "registered"}))
         if method == "POST" and len(parts) == 4 and parts[:2] == ["v1", "workspaces"] and parts[3] == "agents":
             with self.lock:
                 received = self.agents.setdefault(parts[2], [])
