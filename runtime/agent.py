@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -203,6 +202,7 @@ class Agent:
         await self.enforcer.aenforce_rate_limit("token", call.reserve)
         llm = self._llm()
         acomplete = getattr(llm, "acomplete", None)
+        response: dict[str, Any]
         if acomplete is not None:
             response = await acomplete(call.model, call.messages, max_tokens=max_tokens, **kwargs)
         else:

@@ -137,7 +137,8 @@ def _socket_of(response: httpx.Response) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
-def _shutdown(sock: socket.socket) -> None:
+def _expire(expired: threading.Event, sock: socket.socket) -> None:
+    expired.set()
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
@@ -217,7 +218,7 @@ class OpenAIChatClient:
                 timer = None
                 if sock is not None:
                     # A server pacing its body byte by byte is cut off at the deadline, not per read.
-                    timer = threading.Timer(max(0.0, end - time.monotonic()), lambda: (expired.set(), _shutdown(sock)))
+                    timer = threading.Timer(max(0.0, end - time.monotonic()), _expire, (expired, sock))
                     timer.daemon = True
                     timer.start()
                 try:

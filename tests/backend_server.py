@@ -185,8 +185,8 @@ class ChatServer(_Server):
             "object": "chat.completion",
             "created": 0,
             "model": request["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.reply if self.reply is not None else f"echo: {last}"},
-                         "finish_reason": "stop"}],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": self.reply if self.reply is not None else f"echo: {last}"}}],
         }
         if self.report_usage:
             answer["usage"] = {"prompt_tokens": prompt, "completion_tokens": self.total_tokens - prompt,

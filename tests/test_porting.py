@@ -16,7 +16,6 @@ import io
 import json
 import re
 import shlex
-from pathlib import Path
 
 from sekuire.compiler.cli import main
 
