@@ -33,15 +33,15 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from ..compiler.errors import PolicyFormatError
-from ..compiler.integrity import content_hash
-from ..compiler.keyring import Keyring
-from ..compiler.policy import Policy, load_policy, parse_policy
+from ..compiler.policy.document import Policy, load_policy, parse_policy
+from ..compiler.policy.integrity import content_hash
+from ..compiler.policy.keyring import Keyring
 from .enforcer import PolicyEnforcer
 from .errors import InvalidActionError, SekuireRuntimeError
 from .llm import ChatModel, OpenAIChatClient, redact_url

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from sekuire.compiler import Keyring
 
 pytest_plugins = ["tests.enforcer_fixtures"]

@@ -23,8 +23,14 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
-from sekuire.compiler.bundle import (
+from sekuire.compiler.bundle.gojson import canonical_form, file_digest
+from sekuire.compiler.bundle.keys import (
+    SIGNING_ALGORITHMS,
+    load_private_key,
+    load_public_key,
+)
+from sekuire.compiler.bundle.signing import BundleSigner
+from sekuire.compiler.bundle.tarball import (
     DATA_FILE,
     MANIFEST_FILE,
     SIGNATURES_FILE,
@@ -34,16 +40,7 @@ from sekuire.compiler.bundle import (
     read_bundle,
     write_bundle,
 )
-from sekuire.compiler.bundle_signing import (
-    SIGNING_ALGORITHMS,
-    BundleSigner,
-    canonical_form,
-    decode_signature,
-    file_digest,
-    load_private_key,
-    load_public_key,
-    verify_bundle,
-)
+from sekuire.compiler.bundle.verify import decode_signature, verify_bundle
 from sekuire.compiler.cli import main
 from sekuire.compiler.errors import BundleError, BundleVerificationError
 

@@ -25,9 +25,8 @@ from typing import Any
 
 import pytest
 import regorus
-
 from sekuire.compiler import Keyring, load_policy
-from sekuire.compiler.compile import CompiledPolicy, compile_policy
+from sekuire.compiler.rego.compile import CompiledPolicy, compile_policy
 
 from . import reference
 

@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from sekuire.compiler import Policy
 from sekuire.compiler.cli import main
 from sekuire.runtime import OPAEngine, PolicyEnforcer, PolicyViolationError, RateLimiter
 from sekuire.runtime.client import AsyncPolicyClient, PolicyClient
-from sekuire.runtime.enforcer import ENGINE_UNAVAILABLE
+from sekuire.runtime.decision import ENGINE_UNAVAILABLE
 from sekuire.runtime.gateway import PolicyGateway
 
 from .backend_server import signed_policy
@@ -280,7 +279,7 @@ def test_pull_leaves_the_file_on_disk_as_it_was(misbehaving, tmp_path, capsys, m
                                                vector_keyring, mode):
     import httpx
 
-    monkeypatch.setattr("sekuire.compiler.backend.DEFAULT_TIMEOUT", httpx.Timeout(0.5))
+    monkeypatch.setattr("sekuire.compiler.policy.backend.DEFAULT_TIMEOUT", httpx.Timeout(0.5))
     work = tmp_path / "work"
     work.mkdir()
     out = work / "policy.json"

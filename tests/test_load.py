@@ -30,9 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sekuire.compiler import Policy
-from sekuire.runtime import Decision, OPAEngine, PolicyEnforcer, PolicyViolationError, RateLimiter
+from sekuire.runtime import (
+    Decision,
+    OPAEngine,
+    PolicyEnforcer,
+    PolicyViolationError,
+    RateLimiter,
+)
 
 from .security_support import load_example, serve_bundles, signed_bundle
 

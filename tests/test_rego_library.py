@@ -18,18 +18,27 @@ from typing import Any
 
 import httpx
 import pytest
-
-from sekuire.compiler import CompileError, Keyring, content_hash, load_policy, parse_policy
-from sekuire.compiler.compile import CompiledPolicy, compile_policy
-from sekuire.compiler.lowering import MODEL_PROVIDER_PREFIXES, glob_regex, lower_content
-from sekuire.compiler.model import parse_content
-from sekuire.compiler.regolib import (
+from sekuire.compiler import (
+    CompileError,
+    Keyring,
+    content_hash,
+    load_policy,
+    parse_policy,
+)
+from sekuire.compiler.policy.model import parse_content
+from sekuire.compiler.rego.compile import CompiledPolicy, compile_policy
+from sekuire.compiler.rego.library import (
     MODULE_NAMES,
     TEST_WORKSPACE,
     render_modules,
     render_tests,
     workspace_package,
     workspace_root,
+)
+from sekuire.compiler.rego.lowering import (
+    MODEL_PROVIDER_PREFIXES,
+    glob_regex,
+    lower_content,
 )
 
 from .conftest import VECTOR_POLICY

@@ -34,7 +34,6 @@ from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
-
 from sekuire.compiler import (
     BadSignatureError,
     HashMismatchError,
@@ -46,11 +45,11 @@ from sekuire.compiler import (
     UnsignedPolicyError,
     parse_policy,
 )
-from sekuire.compiler.bundle import SIGNATURES_FILE, read_bundle
-from sekuire.compiler.bundle_signing import verify_bundle
-from sekuire.compiler.compile import compile_policy
+from sekuire.compiler.bundle.tarball import SIGNATURES_FILE, read_bundle
+from sekuire.compiler.bundle.verify import verify_bundle
 from sekuire.compiler.errors import BundleError, BundleVerificationError
-from sekuire.compiler.integrity import content_hash
+from sekuire.compiler.policy.integrity import content_hash
+from sekuire.compiler.rego.compile import compile_policy
 from sekuire.runtime import EmbeddedEngine
 from sekuire.runtime.client import AsyncPolicyClient, PolicyClient, PolicyRollbackError
 

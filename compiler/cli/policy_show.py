@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..canonical import strict_loads
 from ..errors import KeyringError, PolicyError, PolicyFormatError
 from ..files import read_limited
-from ..keyring import resolve_keyring
-from ..model import Envelope, PolicyContent, parse_content, parse_envelope
-from ..policy import MAX_POLICY_BYTES, Policy, parse_policy
+from ..policy.canonical import strict_loads
+from ..policy.document import MAX_POLICY_BYTES, Policy, parse_policy
+from ..policy.keyring import resolve_keyring
+from ..policy.model import Envelope, PolicyContent, parse_content, parse_envelope
 
 __all__ = ["header_lines", "show", "summary_lines"]
 
