@@ -38,6 +38,8 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
+
 from ..compiler.errors import PolicyFormatError
 from ..compiler.policy.document import Policy, load_policy, parse_policy
 from ..compiler.policy.integrity import content_hash
@@ -230,6 +232,7 @@ class Agent:
         base_url = getattr(self.llm, "base_url", None)
         if base_url is None:
             return None  # an in-process or custom client: where it sends is its own business
+        base_url = str(base_url) if isinstance(base_url, httpx.URL) else base_url
         if not isinstance(base_url, str):
             raise InvalidActionError(f"agent {self.name!r}: the LLM client's base_url is not a string")
         permissions = self.policy.content.permissions
@@ -298,7 +301,6 @@ def development_policy(manifest: Manifest) -> Policy:
             "models": {"allowed_providers": [manifest.llm.provider], "allowed_models": [manifest.llm.model]},
             "capabilities": {"allowed_tools": list(manifest.tools)},
         },
-        "rate_limits": {},
     }
     document = {
         "policy_id": f"dev-{manifest.name}",

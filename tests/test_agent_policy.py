@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sekuire.compiler import PolicyFormatError
@@ -106,6 +107,30 @@ def test_a_blocked_model_server_is_refused_even_when_allowed_by_wildcard(project
         agent.chat("hi")
     assert info.value.rule == "network.blocked"
     assert server.requests == []
+
+
+class _CustomClient:
+    """A caller's own LLM client; it exposes where it sends as an httpx.URL, as httpx-based SDKs do."""
+
+    def __init__(self, base_url: object) -> None:
+        self.base_url = base_url
+        self.calls = 0
+
+    def complete(self, model: str, messages, **kwargs) -> dict:
+        self.calls += 1
+        return {"choices": [{"message": {"role": "assistant", "content": "ok"}}], "usage": {"total_tokens": 3}}
+
+
+def test_a_custom_clients_base_url_is_checked_too(project, write_policy, vector_keyring):
+    policy = write_policy()
+    denied = _CustomClient(httpx.URL("http://127.0.0.1:9/v1"))
+    with _agent(project, policy, vector_keyring, llm=denied) as agent, pytest.raises(PolicyViolationError):
+        agent.chat("hi")
+    assert denied.calls == 0
+    allowed = _CustomClient("https://api.openai.com/v1")
+    with _agent(project, policy, vector_keyring, llm=allowed) as agent:
+        agent.chat("hi")
+    assert allowed.calls == 1
 
 
 # -- the seed's policy: models only (issue 11.2, 11.3) ------------------------------------------------------------
