@@ -10,8 +10,9 @@ Answers are read bounded: at most ``max_response_bytes`` decoded bytes (a
 gzip/deflate body is inflated step by step and abandoned as soon as it passes
 the limit), one ``deadline`` for the whole call (connect, send, headers, body),
 and a redirect is an error whose body is never read. The synchronous path
-bounds each phase by the time left and shuts the socket down at the deadline
-while the body streams; the asyncio path cancels the call at the deadline.
+shuts the call's socket down at the deadline, whatever phase it is in (each
+call has its own connection for that); the asyncio path cancels the call at
+the deadline.
 """
 
 from __future__ import annotations
@@ -128,21 +129,52 @@ def _clamp(base: httpx.Timeout, remaining: float) -> httpx.Timeout:
     return httpx.Timeout(connect=clamp(base.connect), read=clamp(base.read), write=clamp(base.write), pool=clamp(base.pool))
 
 
-def _socket_of(response: httpx.Response) -> socket.socket | None:
-    stream = response.extensions.get("network_stream")
-    try:
-        sock = stream.get_extra_info("socket") if stream is not None else None
-    except Exception:  # noqa: BLE001 - a transport without sockets
-        return None
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def _expire(expired: threading.Event, sock: socket.socket) -> None:
-    expired.set()
+def _shutdown(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+class _Watch:
+    """One synchronous call's deadline: at it, the call's socket is shut down, whatever phase it is in.
+
+    Armed before the request is sent; httpcore's ``trace`` extension hands it the
+    socket as soon as the connection is made (a shutdown wakes a blocked read,
+    where a per-read timeout would let a server pace its bytes forever).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired, sock = True, self._sock
+        if sock is not None:
+            _shutdown(sock)
+
+    def trace(self, name: str, info: Mapping[str, Any]) -> None:
+        if name != "connection.connect_tcp.complete":
+            return
+        stream = info.get("return_value")
+        try:
+            sock = stream.get_extra_info("socket") if stream is not None else None
+        except Exception:  # noqa: BLE001 - a transport without sockets
+            sock = None
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            self._sock, expired = sock, self.expired
+        if expired:
+            _shutdown(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 class OpenAIChatClient:
@@ -202,37 +234,31 @@ class OpenAIChatClient:
 
     def complete(self, model: str, messages: Messages, **kwargs: Any) -> dict[str, Any]:
         if self._client is None:
-            self._client = httpx.Client(headers=self._headers, follow_redirects=False)
+            # No kept-alive connections: every call connects, so its watch learns its socket before sending.
+            self._client = httpx.Client(
+                headers=self._headers, follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=0)
+            )
         content = self._body(model, messages, kwargs)
         end = time.monotonic() + self.deadline
-        expired = threading.Event()
+        watch = _Watch(self.deadline)
         try:
             request = self._client.build_request(
                 "POST", self.url, content=content, headers={"Content-Type": "application/json"},
-                timeout=_clamp(self._timeout, self.deadline),
+                timeout=_clamp(self._timeout, self.deadline), extensions={"trace": watch.trace},
             )
             response = self._client.send(request, stream=True, follow_redirects=False)
             try:
                 body = self._head(response)
-                sock = _socket_of(response)
-                timer = None
-                if sock is not None:
-                    # A server pacing its body byte by byte is cut off at the deadline, not per read.
-                    timer = threading.Timer(max(0.0, end - time.monotonic()), _expire, (expired, sock))
-                    timer.daemon = True
-                    timer.start()
-                try:
-                    for raw in response.iter_raw(_STEP):
-                        body.feed(raw)
-                        if time.monotonic() > end:
-                            raise self._deadline_passed()
-                finally:
-                    if timer is not None:
-                        timer.cancel()
+                for raw in response.iter_raw(_STEP):
+                    body.feed(raw)
+                    if time.monotonic() > end:
+                        raise self._deadline_passed()
             finally:
                 response.close()
         except httpx.HTTPError as exc:
-            raise self._deadline_passed() if expired.is_set() or time.monotonic() > end else self._fail(exc) from None
+            raise self._deadline_passed() if watch.expired or time.monotonic() > end else self._fail(exc) from None
+        finally:
+            watch.cancel()
         return self._parse(response.status_code, body.result())
 
     async def acomplete(self, model: str, messages: Messages, **kwargs: Any) -> dict[str, Any]:

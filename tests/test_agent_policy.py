@@ -136,7 +136,8 @@ def test_a_custom_clients_base_url_is_checked_too(project, write_policy, vector_
 # -- the seed's policy: models only (issue 11.2, 11.3) ------------------------------------------------------------
 
 
-SEED_CONTENT = {"agent": {"models": {"allowed_models": ["gpt-4o", "claude-3-opus"], "allowed_providers": ["openai", "anthropic"]}}}
+SEED_CONTENT = {"agent": {"models": {"allowed_models": ["gpt-4o", "claude-3-opus"],
+                                     "allowed_providers": ["openai", "anthropic"]}}}
 
 
 def test_a_models_only_policy_lets_chat_through(project, chat, write_policy, vector_keyring, caplog):

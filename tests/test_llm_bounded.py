@@ -127,6 +127,23 @@ def test_a_dripping_server_fails_at_the_deadline_not_per_read(serve):
     assert elapsed < 20
 
 
+def test_a_server_dripping_its_headers_fails_at_the_deadline(serve):
+    def drip(handler) -> None:
+        handler.wfile.write(b"HTTP/1.0 200 OK\r\n")
+        for _ in range(200):  # a header line that never ends, one byte per 0.25 s
+            handler.wfile.write(b"X")
+            handler.wfile.flush()
+            time.sleep(0.25)
+
+    url = serve(drip)
+    started = time.monotonic()
+    outcomes = _both(OpenAIChatClient(url + "/v1", API_KEY, timeout=30.0, deadline=1.0))
+    elapsed = time.monotonic() - started
+    for outcome in outcomes:
+        assert isinstance(outcome, LLMError) and "no complete answer within the 1 s deadline" in str(outcome)
+    assert elapsed < 20
+
+
 def test_errors_name_no_credentials(serve):
     url = serve(lambda h: _send(h, 500, b'{"error": {"message": "bad\\u001b[2J things"}}'))
     with_userinfo = url.replace("http://", "http://alice:hunter2@") + "/v1"

@@ -62,12 +62,12 @@ def summary_lines(c: PolicyContent, unknown_sections: dict[str, Any] | None = No
     """What the policy allows, one domain a line."""
     lines = []
     models = c.agent.models if c.agent else None
-    lines.append(
-        "Models:      "
-        + (f"providers {_join(models.allowed_providers)}; models {_join(models.allowed_models) if models.allowed_models else 'any of those providers'}"
-           + (f"; denied {_join(models.denied_models)}" if models.denied_models else "")
-           if models else "none allowed (no agent.models section)")
-    )
+    if models is None:
+        lines.append("Models:      none allowed (no agent.models section)")
+    else:
+        named = _join(models.allowed_models) if models.allowed_models else "any of those providers"
+        denied = f"; denied {_join(models.denied_models)}" if models.denied_models else ""
+        lines.append(f"Models:      providers {_join(models.allowed_providers)}; models {named}{denied}")
     caps = c.agent.capabilities if c.agent else None
     tools = c.permissions.tools if c.permissions else None
     if caps or tools:
