@@ -38,7 +38,6 @@ CORPUS = Path(__file__).parent / "data" / "bypass_corpus.json"
 CASES: list[dict[str, Any]] = json.loads(CORPUS.read_text(encoding="utf-8"))
 CONTEXT = {"agent": "bypass-corpus"}
 
-pytestmark = pytest.mark.opa
 
 
 @pytest.fixture(scope="module")

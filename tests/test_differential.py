@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = [ROOT / "policies" / "examples" / name
             for name in ("coding-assistant.json", "locked-down.json", "research-agent.json")]
 
-pytestmark = pytest.mark.opa
 
 # -- corpus ------------------------------------------------------------------------------------------------
 
