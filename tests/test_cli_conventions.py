@@ -100,3 +100,12 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["no-such-command"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in COMMANDS])
+def test_each_command_loads_on_its_own(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The lazy loader builds a working parser for every command, also those sharing a module with another."""
+    with pytest.raises(SystemExit) as info:
+        main([name, "--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.rstrip().endswith(EXAMPLES[name])
