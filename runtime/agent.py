@@ -119,10 +119,12 @@ class Agent:
 
     @property
     def policy(self) -> Policy:
+        """The verified policy the agent enforces."""
         return self.enforcer.policy
 
     @property
     def tools(self) -> Mapping[str, ToolFunction]:
+        """The registered tools by name (read-only); each call goes through ``enforce_tool``."""
         return MappingProxyType(self._tools)
 
     # -- tools ----------------------------------------------------------------------------
@@ -270,12 +272,14 @@ class Agent:
     # -- lifetime -------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Close the enforcer and, when the agent built it, the LLM client."""
         self.enforcer.close()
         close = getattr(self.llm, "close", None)
         if self._owns_llm and close is not None:
             close()
 
     async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
         await self.enforcer.aclose()
         aclose = getattr(self.llm, "aclose", None)
         if self._owns_llm and aclose is not None:

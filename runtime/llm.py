@@ -233,6 +233,7 @@ class OpenAIChatClient:
         return LLMError(f"no complete answer within the {self.deadline:g} s deadline", source=self._shown)
 
     def complete(self, model: str, messages: Messages, **kwargs: Any) -> dict[str, Any]:
+        """POST a chat completion and return the decoded answer (bounded body, one deadline, no redirects)."""
         if self._client is None:
             # No kept-alive connections: every call connects, so its watch learns its socket before sending.
             self._client = httpx.Client(
@@ -262,6 +263,7 @@ class OpenAIChatClient:
         return self._parse(response.status_code, body.result())
 
     async def acomplete(self, model: str, messages: Messages, **kwargs: Any) -> dict[str, Any]:
+        """Async twin of :meth:`complete`."""
         if self._aclient is None:
             self._aclient = httpx.AsyncClient(headers=self._headers, timeout=self._timeout, follow_redirects=False)
         content = self._body(model, messages, kwargs)
@@ -296,11 +298,13 @@ class OpenAIChatClient:
         return document
 
     def close(self) -> None:
+        """Close the kept-alive connections."""
         if self._client is not None:
             self._client.close()
             self._client = None
 
     async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
         if self._aclient is not None:
             await self._aclient.aclose()
             self._aclient = None
