@@ -199,6 +199,15 @@ def test_proxy_runs_a_signed_bundle(tmp_path, mcp_policy, vector_keyring):
 # -- raw JSON-RPC on the proxy's stdin: what a hand-written client could send ---------------------------
 
 
+def _request_id(line: str) -> Any:
+    """The id the answer to ``line`` carries: its own id, or None for a line that is not one JSON-RPC object."""
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return message.get("id") if isinstance(message, dict) else None
+
+
 def raw_session(run: Run, command: list[str], lines: list[str]) -> list[dict[str, Any]]:
     """Send ``lines`` (after initialize) to the proxy; return every message it wrote back."""
     handshake = [
@@ -219,13 +228,14 @@ def raw_session(run: Run, command: list[str], lines: list[str]) -> list[dict[str
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write(("\n".join([*handshake, *lines, ping]) + "\n").encode())
         process.stdin.flush()
+        # The server may answer concurrent requests in any order: wait for every id, not only the ping's.
+        pending = {"init", "last", *(_request_id(line) for line in lines)}
         answers = []
-        while True:
+        while pending:
             line = process.stdout.readline()
-            assert line, "the proxy closed its output before answering the last ping"
+            assert line, f"the proxy closed its output before answering {sorted(map(str, pending))}"
             answers.append(json.loads(line))
-            if answers[-1].get("id") == "last":
-                break
+            pending.discard(answers[-1].get("id"))
         process.stdin.close()
         assert process.wait(timeout=30) == 0
         return answers
