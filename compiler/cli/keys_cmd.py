@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     keys = sub.add_parser("keys", help="generate signing keys").add_subparsers(dest="keys_command", metavar="SUBCOMMAND")
     keys.required = True
     gen = keys.add_parser("generate", help="generate a key pair")
-    gen.add_argument("--key-id", required=True, metavar="ID")
+    gen.add_argument("--key-id", required=True, metavar="ID", help="the id the key is known by (signing_key_id, or the bundle kid)")
     gen.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.key/PREFIX.pub (ed25519) or PREFIX.pem/PREFIX.pub.pem")
     gen.add_argument(
         "--algorithm",

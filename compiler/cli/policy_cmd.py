@@ -20,7 +20,14 @@ from ..policy.integrity import sign_document
 from ..policy.keyring import resolve_keyring
 from . import compile_cmd, policy_show
 from .keys_cmd import read_seed
-from .options import add_backend_option, add_verify_options, backend_from, policy_from
+from .options import (
+    add_backend_option,
+    add_format_option,
+    add_verify_options,
+    backend_from,
+    policy_from,
+    print_json,
+)
 from .policy_show import summary_lines
 
 __all__ = ["register", "summary_lines"]
@@ -35,28 +42,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     policy.required = True
 
     pull = policy.add_parser("pull", help="download, verify and save a workspace's active policy")
-    pull.add_argument("--workspace", required=True, metavar="ID")
-    pull.add_argument("--out", default=DEFAULT_POLICY_FILE, metavar="FILE")
+    pull.add_argument("--workspace", required=True, metavar="ID", help="the workspace whose active policy to fetch")
+    pull.add_argument("--out", default=DEFAULT_POLICY_FILE, metavar="FILE", help="where to save it (default: policy.json)")
     add_backend_option(pull)
     add_verify_options(pull)
     pull.set_defaults(handler=_pull)
 
     validate = policy.add_parser("validate", help="verify a policy.json's hash and signature")
-    validate.add_argument("--file", default=DEFAULT_POLICY_FILE, metavar="FILE")
+    validate.add_argument("--file", default=DEFAULT_POLICY_FILE, metavar="FILE", help="the policy.json to verify (default: policy.json)")
+    add_format_option(validate)
     add_verify_options(validate)
     validate.set_defaults(handler=_validate)
 
     show = policy.add_parser("show", help="print a policy.json's summary and whether it verifies")
-    show.add_argument("--file", default=DEFAULT_POLICY_FILE, metavar="FILE")
-    show.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or JSON with full values")
-    show.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    show.add_argument("--file", default=DEFAULT_POLICY_FILE, metavar="FILE", help="the policy.json to show (default: policy.json)")
+    add_format_option(show)
     add_verify_options(show)
     show.set_defaults(handler=_show)
 
     sign = policy.add_parser("sign", help="hash and sign a policy.json with an Ed25519 key")
     sign.add_argument("--file", required=True, metavar="FILE", help="policy.json to sign (hash/signature are replaced)")
     sign.add_argument("--key", required=True, metavar="FILE", help="Ed25519 private key file from `sekuire keys generate`")
-    sign.add_argument("--key-id", required=True, metavar="ID")
+    sign.add_argument("--key-id", required=True, metavar="ID", help="the signing_key_id to write (the id verifiers trust the key under)")
     sign.add_argument("--out", metavar="FILE", help="where to write (default: overwrite --file)")
     sign.set_defaults(handler=_sign)
 
@@ -77,6 +84,17 @@ def _integrity_label(policy: Policy) -> str:
 def _validate(args: argparse.Namespace) -> int:
     policy = policy_from(args, args.file)
     _warn(policy)
+    if args.format == "json":
+        print_json({
+            "policy_id": policy.policy_id,
+            "workspace_id": policy.workspace_id,
+            "version": policy.version,
+            "hash": policy.hash,
+            "signing_key_id": policy.signing_key_id,
+            "signature_status": policy.signature_status,
+            "verified": True,
+        })  # fmt: skip
+        return 0
     print(f"Policy {policy.policy_id} (v{policy.version}) integrity verified ({_integrity_label(policy)})")
     return 0
 
