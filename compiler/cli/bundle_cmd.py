@@ -16,7 +16,7 @@ from .options import add_format_option, print_json
 __all__ = ["inspect_report", "register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bundle = sub.add_parser("bundle", help="verify and inspect OPA bundles")
     commands = bundle.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND")
     commands.required = True

@@ -41,7 +41,7 @@ def signer_from(args: argparse.Namespace) -> BundleSigner | None:
     )
 
 
-def register(policy: argparse._SubParsersAction) -> None:
+def register(policy: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build = policy.add_parser("build", help="compile a verified policy.json into an OPA bundle")
     build.add_argument("--file", default="policy.json", metavar="FILE", help="the policy.json to compile (default: policy.json)")
     build.add_argument("--out", default="bundle.tar.gz", metavar="FILE", help="the bundle to write (default: bundle.tar.gz)")
@@ -116,9 +116,10 @@ def _eval(args: argparse.Namespace) -> int:
         workspace = policy.workspace_id
     else:
         metadata = (load_bundle(args.bundle).manifest or {}).get("metadata")
-        workspace = metadata.get("workspace_id") if isinstance(metadata, dict) else None
-        if not isinstance(workspace, str) or not workspace:
+        named = metadata.get("workspace_id") if isinstance(metadata, dict) else None
+        if not isinstance(named, str) or not named:
             raise CompileError("not a sekuire bundle: no workspace_id in its manifest metadata", source=args.bundle)
+        workspace = named
         engine = EmbeddedEngine.from_bundle(
             args.bundle,
             verification_key=(

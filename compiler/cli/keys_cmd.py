@@ -16,7 +16,7 @@ _HEX_SEED = re.compile(r"^[0-9a-f]{64}$")
 BUNDLE_ALGORITHMS = ("RS256", "PS256", "ES256")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="generate signing keys").add_subparsers(dest="keys_command", metavar="SUBCOMMAND")
     keys.required = True
     gen = keys.add_parser("generate", help="generate a key pair")
@@ -66,6 +66,7 @@ def _generate(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+    private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     if args.algorithm == "ES256":
         private = ec.generate_private_key(ec.SECP256R1())
     else:

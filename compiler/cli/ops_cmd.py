@@ -18,7 +18,7 @@ from .options import add_verify_options, keyring_from, policy_from
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = sub.add_parser("opa-config", help="write an OPA config that pulls and verifies workspace bundles")
     config.add_argument("--service-url", required=True, metavar="URL", help="where `sekuire publish` output is served")
     config.add_argument("--workspace", required=True, action="append", metavar="ID", help="repeat for several workspaces")

@@ -35,7 +35,7 @@ __all__ = ["register", "summary_lines"]
 DEFAULT_POLICY_FILE = "policy.json"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     policy = sub.add_parser("policy", help="pull, verify, inspect, sign and compile policy.json").add_subparsers(
         dest="policy_command", metavar="SUBCOMMAND"
     )

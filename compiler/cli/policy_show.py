@@ -66,8 +66,8 @@ def summary_lines(c: PolicyContent, unknown_sections: dict[str, Any] | None = No
         lines.append("Models:      none allowed (no agent.models section)")
     else:
         named = _join(models.allowed_models) if models.allowed_models else "any of those providers"
-        denied = f"; denied {_join(models.denied_models)}" if models.denied_models else ""
-        lines.append(f"Models:      providers {_join(models.allowed_providers)}; models {named}{denied}")
+        denied_models = f"; denied {_join(models.denied_models)}" if models.denied_models else ""
+        lines.append(f"Models:      providers {_join(models.allowed_providers)}; models {named}{denied_models}")
     caps = c.agent.capabilities if c.agent else None
     tools = c.permissions.tools if c.permissions else None
     if caps or tools:

@@ -22,7 +22,7 @@ from .options import add_backend_option, backend_from
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     push = sub.add_parser("push", help="validate an agent manifest against the workspace policy and push it")
     push.add_argument("--workspace", metavar="ID", help="validate against this workspace's active policy and push to it")
     push.add_argument("--manifest", default="sekuire.yml", metavar="FILE", help="the agent manifest (default: sekuire.yml)")
