@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from .bundle import DATA_FILE, MANIFEST_FILE, SIGNATURES_FILE, Bundle
+from .bundle_roots import check_roots
 from .canonical import canonical_json, strict_loads
 from .errors import BundleError, BundleVerificationError, PolicyFormatError
 from .files import read_limited
@@ -653,6 +654,8 @@ def _verify(bundle: Bundle, key: bytes | PublicKey, alg: str, scope: str | None,
     extra = sorted(set(listed) - set(bundle.files))
     if extra:
         raise BundleVerificationError(f"file listed in signatures but not in the bundle: {extra[0]}")
+    # A validly signed bundle whose roots do not cover its content is refused by OPA: so here.
+    check_roots(bundle)
     return VerifiedBundle(
         bundle=bundle,
         alg=alg,

@@ -197,6 +197,7 @@ class EmbeddedEngine(Engine):
         """
         # Imported here: an enforcer compiled from a policy never needs tar or the JWT stack.
         from ..compiler.bundle import load_bundle, read_bundle
+        from ..compiler.bundle_roots import check_roots
         from ..compiler.bundle_signing import verify_bundle
 
         loaded = read_bundle(bundle, source="<bytes>") if isinstance(bundle, bytes) else load_bundle(bundle)
@@ -210,6 +211,7 @@ class EmbeddedEngine(Engine):
             raise BundleVerificationError("the bundle is not signed (allow_unsigned=True to load it anyway)", source=loaded.source)
         else:
             logger.warning("loading the unsigned bundle %s: its content is not verified", loaded.source)
+            check_roots(loaded)  # verify_bundle checks the roots of a signed bundle
         workspace = _bundle_workspace(loaded)
         return cls(
             loaded.modules,
