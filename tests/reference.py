@@ -8,6 +8,12 @@ docs/policy-semantics.md; the Rego library must agree with it on every action.
 
     decide(content, input_document, meta) -> {"allow", "violations", "policy"}
     check_manifest(content, manifest, meta) -> {"allow", "violations", "warnings", "policy"}
+    normalize_action(action) -> the action the runtime should send, or None when it must refuse it
+
+It imports nothing from the project and copies none of its regular expressions
+or tables: hosts are read with explicit character sets and :mod:`ipaddress`,
+paths with :func:`posixpath.normpath`, so it is an independent oracle for the
+runtime's normaliser (runtime/normalize.py) as well as for the Rego.
 """
 
 from __future__ import annotations
@@ -17,7 +23,17 @@ import posixpath
 import string
 from typing import Any
 
-__all__ = ["ACTION_TYPES", "FILE_OPERATIONS", "MAX_SAFE_INTEGER", "check_manifest", "decide", "parse_host"]
+__all__ = [
+    "ACTION_TYPES",
+    "FILE_OPERATIONS",
+    "MAX_SAFE_INTEGER",
+    "check_manifest",
+    "decide",
+    "normalize_action",
+    "normalize_host",
+    "normalize_path",
+    "parse_host",
+]
 
 ACTION_TYPES = ("api", "capability", "filesystem", "model", "network", "rate_limit", "tool")
 FILE_OPERATIONS = ("append", "create", "delete", "execute", "list", "read", "write")
@@ -526,3 +542,110 @@ def check_manifest(content: dict[str, Any], manifest: Any, meta: dict[str, Any] 
         warnings.add(("manifest.compliance",
                       "the workspace policy requires audit logging; the manifest does not declare logging.enabled: true"))
     return {"allow": not out, "violations": _sorted(out), "warnings": _sorted(warnings), "policy": meta or {}}
+
+
+# -- the runtime's normalisation (DESIGN.md section 4, docs/policy-semantics.md) ------------------------------
+
+#: The runtime refuses longer strings and deeper (normalised) paths as bad arguments (docs/architecture.md).
+LONGEST_VALUE = 2**12
+DEEPEST_PATH = 2**8
+
+_REQUIRED = "required"
+# Per action type: field -> default (None: optional, _REQUIRED: must be given).
+_ACTION_FIELDS: dict[str, dict[str, Any]] = {
+    "tool": {"name": _REQUIRED},
+    "capability": {"name": _REQUIRED},
+    "api": {"name": _REQUIRED},
+    "model": {"name": _REQUIRED, "provider": None},
+    "network": {"host": _REQUIRED, "protocol": "https"},
+    "filesystem": {"path": _REQUIRED, "operation": "read"},
+    "rate_limit": {"kind": _REQUIRED, "amount": 1},
+}
+
+
+class _Refused(Exception):
+    """The runtime must refuse the action before any query (``InvalidActionError``)."""
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > LONGEST_VALUE:
+        raise _Refused
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Refused from None
+    return value
+
+
+def _name(value: Any) -> str:
+    value = _text(value)
+    if value == "" or _has_control(value):
+        raise _Refused
+    return value
+
+
+def normalize_host(raw: str) -> str:
+    """A valid host as the Rego reads it (no port, brackets or trailing dot), ASCII-lower-cased; else as it came."""
+    folded = _ascii_lower(raw)
+    parsed = parse_host(folded)
+    return parsed[1] if parsed is not None else folded
+
+
+def normalize_path(raw: str) -> str:
+    """An absolute path resolved lexically (never above ``/``); a relative one as it came."""
+    if not raw.startswith("/"):
+        return raw
+    resolved = posixpath.normpath(raw)
+    if resolved.startswith("//"):
+        resolved = "/" + resolved.lstrip("/")
+    return resolved
+
+
+def _field(field: str, value: Any) -> Any:
+    if field in ("name", "provider"):
+        return _name(value)
+    if field == "protocol":
+        return _ascii_lower(_name(value))
+    if field == "host":
+        return normalize_host(_text(value))
+    if field == "path":
+        value = _text(value)
+        if "\0" in value:
+            raise _Refused
+        resolved = normalize_path(value)
+        if resolved.startswith("/") and len([s for s in resolved.split("/") if s]) > DEEPEST_PATH:
+            raise _Refused
+        return resolved
+    if field == "operation":
+        if value not in FILE_OPERATIONS:
+            raise _Refused
+        return value
+    if field == "kind":
+        if value not in ("request", "token"):
+            raise _Refused
+        return value
+    # amount
+    if type(value) is not int or not 0 <= value <= MAX_SAFE_INTEGER:
+        raise _Refused
+    return value
+
+
+def normalize_action(action: Any) -> dict[str, Any] | None:
+    """The action the runtime sends (defaults filled in, values normalised), or None when it must refuse it."""
+    if not isinstance(action, dict):
+        return None
+    fields = _ACTION_FIELDS.get(action.get("type")) if isinstance(action.get("type"), str) else None
+    if fields is None or any(key != "type" and key not in fields for key in action):
+        return None
+    result: dict[str, Any] = {"type": action["type"]}
+    try:
+        for field, default in fields.items():
+            if field not in action and default == _REQUIRED:
+                return None
+            value = action.get(field, default)
+            if value is None and default is None:
+                continue
+            result[field] = _field(field, value)
+    except _Refused:
+        return None
+    return result

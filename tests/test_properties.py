@@ -183,10 +183,10 @@ def _agree(policy: Policy, engine: EmbeddedEngine, batch: list[Any]) -> None:
         document = {"action": action, "context": {"agent": "prop"}}
         # Directly: the engine's whole answer is the reference's (messages included).
         assert engine.evaluate(enforcer.path, document) == reference.decide(policy.raw_content, document, meta), action
-        # Through the runtime: refused as a bad argument, or the reference's decision on the normalised action.
-        try:
-            normalised = normalize_action(action)
-        except InvalidActionError:
+        # Through the runtime: refused as a bad argument, or the reference's decision on the action as the
+        # reference itself normalises it (its own grammar: a normalisation bug in the runtime shows here).
+        normalised = reference.normalize_action(action)
+        if normalised is None:
             with pytest.raises(InvalidActionError):
                 enforcer.check(action)
             continue
@@ -194,8 +194,9 @@ def _agree(policy: Policy, engine: EmbeddedEngine, batch: list[Any]) -> None:
             normalised["usage"] = {"minute": 0, "hour": 0}
         expected = reference.decide(policy.raw_content, {"action": normalised}, meta)
         decision = enforcer.check(action)
-        assert (decision.allow, [(v.rule, v.message) for v in decision.violations]) == (
-            expected["allow"], [(v["rule"], v["message"]) for v in expected["violations"]]), action
+        # Rules, not messages: an invalid host is quoted as each normaliser left it.
+        assert (decision.allow, [v.rule for v in decision.violations]) == (
+            expected["allow"], [v["rule"] for v in expected["violations"]]), action
 
 
 @PROPERTY_SETTINGS
