@@ -104,15 +104,18 @@ def _ref(text: str, name: str) -> list[str]:
     return segments
 
 
-def _check_data(roots: list[str], node: Any, path: str) -> None:
-    trimmed = path.strip("/")
-    if _contained(roots, trimmed):
-        return
-    if isinstance(node, dict) and any(root_contains(segment, root) for segment in trimmed.split("/") for root in roots):
-        for key, value in node.items():
-            _check_data(roots, value, f"{path}/{key}")
-        return
-    raise BundleError(f"{MANIFEST_FILE}: roots {roots} do not permit data at /{trimmed}")
+def _check_data(roots: list[str], data: Any) -> None:
+    # OPA's depth-first walk, with a stack instead of recursion (the data may nest deeply).
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, node = stack.pop()
+        trimmed = path.strip("/")
+        if _contained(roots, trimmed):
+            continue
+        if isinstance(node, dict) and any(root_contains(part, root) for part in trimmed.split("/") for root in roots):
+            stack.extend((f"{path}/{key}", value) for key, value in node.items())
+            continue
+        raise BundleError(f"{MANIFEST_FILE}: roots {roots} do not permit data at /{trimmed}")
 
 
 def check_roots(bundle: Bundle) -> None:
@@ -127,6 +130,6 @@ def check_roots(bundle: Bundle) -> None:
             path = package_path(source, name)
             if not _contained(roots, path):
                 raise BundleError(f"{MANIFEST_FILE}: roots {roots} do not permit the package {path!r} of {name}")
-        _check_data(roots, bundle.data, "")
+        _check_data(roots, bundle.data)
     except BundleError as exc:
         raise exc.with_source(bundle.source) from None

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sekuire.compiler.bundle import build_bundle, read_bundle
+from sekuire.compiler.bundle import build_bundle, read_bundle, write_bundle
 from sekuire.compiler.bundle_roots import bundle_roots, check_roots, package_path, root_contains
 from sekuire.compiler.bundle_signing import BundleSigner, verify_bundle
 from sekuire.compiler.cli import main
@@ -191,3 +191,11 @@ def test_check_roots_names_the_bundle():
     with pytest.raises(BundleError) as info:
         check_roots(bundle)
     assert str(info.value).startswith("named.tar.gz: .manifest: roots ['elsewhere'] do not permit the package")
+
+
+def test_deeply_nested_data_outside_the_roots_is_a_bundle_error_not_a_crash():
+    depth = 900  # as deep as the JSON reader goes; the walk itself keeps no Python stack
+    files = dict(read_bundle(build_bundle(Source()), source="d").files)
+    files["sekuire/zz/data.json"] = ('{"sekuire":' * depth + '{"x": 1}' + "}" * depth).encode()
+    with pytest.raises(BundleError, match="do not permit data at /sekuire/zz/sekuire/sekuire/"):
+        check_roots(read_bundle(write_bundle(files), source="d"))
