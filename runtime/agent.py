@@ -32,9 +32,9 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from ..compiler.errors import PolicyFormatError
-from ..compiler.integrity import content_hash
-from ..compiler.keyring import Keyring
-from ..compiler.policy import Policy, load_policy, parse_policy
+from ..compiler.policy.document import Policy, load_policy, parse_policy
+from ..compiler.policy.integrity import content_hash
+from ..compiler.policy.keyring import Keyring
 from .enforcer import PolicyEnforcer
 from .errors import InvalidActionError, SekuireRuntimeError
 from .llm import ChatModel, OpenAIChatClient

@@ -21,77 +21,27 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ..compiler.policy import Policy
+from ..compiler.policy.document import Policy
 from .cache import DecisionCache
+from .decision import ENGINE_UNAVAILABLE, Decision, PolicyViolationError, Violation
 from .decision_log import DecisionLogger, DecisionSink, LoggingSink
 from .engine import EmbeddedEngine, Engine, decision_path
-from .errors import EngineError, EngineResponseError, PolicyViolationError
+from .errors import EngineError
 from .normalize import check_amount, check_kind, check_name, normalize_action
 from .ratelimit import RateLimiter, Reservation
 
-__all__ = [
-    "DEV_OVERRIDE_ENV",
-    "Decision",
-    "ENGINE_UNAVAILABLE",
-    "PolicyEnforcer",
-    "Violation",
-]
+__all__ = ["DEV_OVERRIDE_ENV", "PolicyEnforcer"]
 
 logger = logging.getLogger(__name__)
 
 #: Set to ``true`` to turn every enforcer created afterwards into warn-only mode (development only).
 DEV_OVERRIDE_ENV = "SEKUIRE_POLICY_DEV_OVERRIDE"
-#: The rule of the deny that stands in for a decision the engine could not give.
-ENGINE_UNAVAILABLE = "engine.unavailable"
 
 ViolationCallback = Callable[[str, str], Any]
-
-
-@dataclass(frozen=True)
-class Violation:
-    rule: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A decision of the contract: ``allow`` iff there are no ``violations``; ``raw`` is the engine's object."""
-
-    allow: bool
-    violations: tuple[Violation, ...] = ()
-    # Compared but not hashed (dicts are not hashable): decisions can go in sets.
-    policy: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
-
-    @property
-    def allowed(self) -> bool:
-        return self.allow
-
-    @classmethod
-    def from_result(cls, raw: Mapping[str, Any]) -> Decision:
-        """Read an engine's answer; anything off-contract is an EngineResponseError (and so a deny)."""
-        allow = raw.get("allow")
-        items = raw.get("violations")
-        if not isinstance(allow, bool) or not isinstance(items, list):
-            raise EngineResponseError("the decision lacks a boolean 'allow' or a 'violations' array")
-        violations = []
-        for item in items:
-            if not (isinstance(item, dict) and isinstance(item.get("rule"), str) and isinstance(item.get("message"), str)):
-                raise EngineResponseError("a violation lacks a string 'rule' or 'message'")
-            violations.append(Violation(item["rule"], item["message"]))
-        if allow == bool(violations):
-            raise EngineResponseError(f"the decision says allow={allow} with {len(violations)} violation(s)")
-        policy = raw.get("policy")
-        return cls(allow, tuple(violations), policy if isinstance(policy, dict) else {}, raw)
-
-    @classmethod
-    def failure(cls, reason: str) -> Decision:
-        """The deny that stands in for a decision the engine could not give."""
-        return cls(False, (Violation(ENGINE_UNAVAILABLE, reason),))
 
 
 def _dev_override() -> bool:

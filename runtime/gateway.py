@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..compiler.errors import SekuireError
-from ..compiler.policy import Policy
+from ..compiler.policy.document import Policy
 from .client import AsyncPolicyClient, PolicyClient
-from .enforcer import Decision, PolicyEnforcer
+from .decision import Decision
+from .enforcer import PolicyEnforcer
 from .errors import SekuireRuntimeError
 from .ratelimit import RateLimiter
 

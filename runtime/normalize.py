@@ -26,8 +26,8 @@ import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..compiler.lowering import FILE_OPERATIONS as _OPERATIONS
-from ..compiler.lowering import MAX_SAFE_INTEGER
+from ..compiler.rego.lowering import FILE_OPERATIONS as _OPERATIONS
+from ..compiler.rego.lowering import MAX_SAFE_INTEGER
 from .errors import InvalidActionError
 
 __all__ = [

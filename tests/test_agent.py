@@ -8,10 +8,13 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from sekuire.compiler import HashMismatchError, PolicyFormatError
 from sekuire.runtime.agent import development_policy, estimate_tokens, get_agent
-from sekuire.runtime.errors import InvalidActionError, PolicyViolationError, SekuireRuntimeError
+from sekuire.runtime import (
+    InvalidActionError,
+    PolicyViolationError,
+    SekuireRuntimeError,
+)
 from sekuire.runtime.llm import LLMError, OpenAIChatClient
 from sekuire.runtime.manifest import ManifestError, load_manifest, manifest_input
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from sekuire.compiler.bundle import build_bundle, read_bundle, write_bundle
-from sekuire.compiler.bundle_roots import bundle_roots, check_roots, package_path, root_contains
-from sekuire.compiler.bundle_signing import BundleSigner, verify_bundle
+from sekuire.compiler.bundle.roots import bundle_roots, check_roots, package_path, root_contains
+from sekuire.compiler.bundle.signing import BundleSigner
+from sekuire.compiler.bundle.tarball import build_bundle, read_bundle, write_bundle
+from sekuire.compiler.bundle.verify import verify_bundle
 from sekuire.compiler.cli import main
 from sekuire.compiler.errors import BundleError, BundleVerificationError
 from sekuire.runtime import EmbeddedEngine
@@ -88,7 +89,6 @@ def _opa_verdict(opa: str, bundle: bytes, tmp_path: Path) -> subprocess.Complete
     )
 
 
-@pytest.mark.opa
 @pytest.mark.parametrize(("note", "source", "refusal"), CASES, ids=[case[0] for case in CASES])
 def test_we_accept_and_refuse_the_same_signed_bundles_as_opa(opa_bin, tmp_path, note, source, refusal):
     signed = _signed(source)
@@ -131,7 +131,6 @@ class _Files:
         return json.loads(self.files[".manifest"])
 
 
-@pytest.mark.opa
 def test_cli_verify_and_the_embedded_engine_refuse_a_signed_bundle_with_uncovering_roots(opa_bin, tmp_path, capsys):
     bundle = _uncovered_example_bundle()
     path, public = tmp_path / "b.tar.gz", tmp_path / "pub.pem"

@@ -22,18 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sekuire.compiler import Policy
 from sekuire.runtime import InvalidActionError, OPAEngine, PolicyEnforcer
 
 from . import reference
-from .security_support import EXAMPLE_NAMES, decision_of, load_example, serve_bundles, signed_bundle
+from .security_support import (
+    EXAMPLE_NAMES,
+    decision_of,
+    load_example,
+    serve_bundles,
+    signed_bundle,
+)
 
 CORPUS = Path(__file__).parent / "data" / "bypass_corpus.json"
 CASES: list[dict[str, Any]] = json.loads(CORPUS.read_text(encoding="utf-8"))
 CONTEXT = {"agent": "bypass-corpus"}
 
-pytestmark = pytest.mark.opa
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sekuire.compiler import Keyring
 from sekuire.compiler.cli import main
 
@@ -139,7 +138,6 @@ def test_pull_refuses_tampered_policies_and_writes_nothing(capsys, tmp_path, htt
 def test_pull_never_replaces_a_pinned_key(capsys, tmp_path, http_server, envelope_vectors):
     """A backend that rotates key_test_1 to another key cannot get its policy accepted."""
     from nacl.signing import SigningKey
-
     from sekuire.compiler import sign_document
 
     attacker = SigningKey.generate()

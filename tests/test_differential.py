@@ -25,9 +25,8 @@ from typing import Any
 
 import pytest
 import regorus
-
 from sekuire.compiler import Keyring, load_policy
-from sekuire.compiler.compile import CompiledPolicy, compile_policy
+from sekuire.compiler.rego.compile import CompiledPolicy, compile_policy
 
 from . import reference
 from .security_support import unsigned_policy
@@ -36,7 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = [ROOT / "policies" / "examples" / name
             for name in ("coding-assistant.json", "locked-down.json", "research-agent.json")]
 
-pytestmark = pytest.mark.opa
 
 # -- corpus ------------------------------------------------------------------------------------------------
 

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sekuire.compiler import SekuireError
-from sekuire.compiler.compile import compile_policy
+from sekuire.compiler.rego.compile import compile_policy
 from sekuire.runtime import (
     Decision,
     DecisionCache,
@@ -32,7 +31,8 @@ from sekuire.runtime import (
     RateLimiter,
     Violation,
 )
-from sekuire.runtime.enforcer import DEV_OVERRIDE_ENV, ENGINE_UNAVAILABLE
+from sekuire.runtime.decision import ENGINE_UNAVAILABLE
+from sekuire.runtime.enforcer import DEV_OVERRIDE_ENV
 from sekuire.runtime.normalize import normalize_host, normalize_path
 
 from .conftest import VECTOR_POLICY

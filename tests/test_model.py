@@ -6,9 +6,8 @@ import copy
 import json
 
 import pytest
-
 from sekuire.compiler import PolicyFormatError, content_hash, load_policy, parse_policy
-from sekuire.compiler.canonical import strict_loads
+from sekuire.compiler.policy.canonical import strict_loads
 
 
 def _resigned(document, seed):

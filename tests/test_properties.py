@@ -28,19 +28,25 @@ from typing import Any
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-
 from sekuire.compiler import Keyring, Policy, parse_policy
-from sekuire.compiler.bundle import BundleLimits, read_bundle, write_bundle
-from sekuire.compiler.bundle_signing import verify_bundle
-from sekuire.compiler.compile import compile_policy
+from sekuire.compiler.bundle.tarball import BundleLimits, read_bundle, write_bundle
+from sekuire.compiler.bundle.verify import verify_bundle
 from sekuire.compiler.errors import BundleError, CompileError, PolicyError
-from sekuire.compiler.policy import load_policy
+from sekuire.compiler.policy.document import load_policy
+from sekuire.compiler.rego.compile import compile_policy
 from sekuire.runtime import EmbeddedEngine, InvalidActionError, PolicyEnforcer
 from sekuire.runtime.normalize import normalize_action, normalize_host, normalize_path
 
 from . import reference
 from .hypothesis_profiles import PROPERTY_SETTINGS
-from .security_support import EXAMPLES, KEYRING, bundle_key, load_example, signed_bundle, unsigned_policy
+from .security_support import (
+    EXAMPLES,
+    KEYRING,
+    bundle_key,
+    load_example,
+    signed_bundle,
+    unsigned_policy,
+)
 
 # -- policies --------------------------------------------------------------------------------------------------
 

@@ -6,8 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from ..bundle import SIGNATURES_FILE, Bundle, load_bundle
-from ..bundle_signing import SIGNING_ALGORITHMS, decode_signature, file_digest, load_verification_key, verify_bundle
+from ..bundle.gojson import file_digest
+from ..bundle.keys import SIGNING_ALGORITHMS, load_verification_key
+from ..bundle.tarball import SIGNATURES_FILE, Bundle, load_bundle
+from ..bundle.verify import decode_signature, verify_bundle
 from ..errors import BundleError
 
 __all__ = ["inspect_report", "register"]

@@ -7,13 +7,14 @@ import json
 import sys
 from typing import Any
 
-from ..bundle import build_bundle, load_bundle
-from ..bundle_signing import SIGNING_ALGORITHMS, BundleSigner, load_verification_key
-from ..canonical import strict_loads
-from ..compile import compile_policy
+from ..bundle.keys import SIGNING_ALGORITHMS, load_verification_key
+from ..bundle.signing import BundleSigner
+from ..bundle.tarball import build_bundle, load_bundle
 from ..errors import CompileError, PolicyFormatError, SekuireError
 from ..files import atomic_write
-from ..regolib import TEST_WORKSPACE, write_library
+from ..policy.canonical import strict_loads
+from ..rego.compile import compile_policy
+from ..rego.library import TEST_WORKSPACE, write_library
 from .options import add_verify_options, policy_from
 
 __all__ = ["add_signing_options", "register", "signer_from"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import KeyringError
 from ..files import atomic_write, read_limited
-from ..keyring import Keyring
+from ..policy.keyring import Keyring
 
 __all__ = ["read_seed", "register"]
 

@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..bundle import build_bundle
-from ..compile import compile_policy
+from ..bundle.tarball import build_bundle
+from ..distribute.opaconfig import DEFAULT_KEY_ID, OPAConfigOptions, opa_config_yaml
+from ..distribute.publish import Publication, publish_site
 from ..errors import SekuireError
 from ..files import atomic_write, read_limited
-from ..opaconfig import DEFAULT_KEY_ID, OPAConfigOptions, opa_config_yaml
-from ..publish import Publication, publish_site
+from ..rego.compile import compile_policy
 from .compile_cmd import add_signing_options, signer_from
 from .options import add_verify_options, keyring_from, policy_from
 

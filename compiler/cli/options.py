@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..backend import DEFAULT_BACKEND
-from ..keyring import Keyring, resolve_keyring
-from ..policy import Policy, load_policy
+from ..policy.backend import DEFAULT_BACKEND
+from ..policy.document import Policy, load_policy
+from ..policy.keyring import Keyring, resolve_keyring
 
 __all__ = ["add_backend_option", "add_verify_options", "backend_from", "keyring_from", "policy_from"]
 

@@ -7,13 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-from ..backend import fetch_active_policy_document, fetch_public_key, verify_active_policy
-from ..canonical import strict_loads
 from ..errors import PolicyFormatError
 from ..files import atomic_write, read_limited
-from ..integrity import sign_document
-from ..keyring import resolve_keyring
-from ..policy import MAX_POLICY_BYTES, Policy, parse_policy
+from ..policy.backend import (
+    fetch_active_policy_document,
+    fetch_public_key,
+    verify_active_policy,
+)
+from ..policy.canonical import strict_loads
+from ..policy.document import MAX_POLICY_BYTES, Policy, parse_policy
+from ..policy.integrity import sign_document
+from ..policy.keyring import resolve_keyring
 from . import compile_cmd
 from .keys_cmd import read_seed
 from .options import add_backend_option, add_verify_options, backend_from, policy_from
@@ -180,7 +184,7 @@ def _sign(args: argparse.Namespace) -> int:
     # Prove the result verifies with the key we just used before writing anything.
     from nacl.signing import SigningKey
 
-    from ..keyring import Keyring
+    from ..policy.keyring import Keyring
 
     public = bytes(SigningKey(seed).verify_key)
     parse_policy(signed, Keyring(keys={args.key_id: public}), source=source)

@@ -13,8 +13,8 @@ import argparse
 import sys
 from typing import Any
 
-from ..backend import push_agent_manifest
-from .main import EXIT_OK, EXIT_VIOLATION
+from ..policy.backend import push_agent_manifest
+from .exitcodes import EXIT_OK, EXIT_VIOLATION
 from .options import add_backend_option, backend_from
 
 __all__ = ["register"]
@@ -33,11 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _push(args: argparse.Namespace) -> int:
     # The runtime depends on the compiler, never the reverse: import it only when the command runs.
     from ...runtime.client import PolicyClient
-    from ...runtime.enforcer import Decision
+    from ...runtime.decision import Decision
     from ...runtime.engine import EmbeddedEngine
     from ...runtime.errors import EngineResponseError
     from ...runtime.manifest import load_manifest, manifest_input
-    from ..compile import compile_policy
+    from ..rego.compile import compile_policy
 
     backend = backend_from(args)
     manifest = load_manifest(args.manifest)

@@ -15,8 +15,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
-from sekuire.compiler import BundleSigner, build_bundle, compile_policy, load_bundle, load_policy, verify_bundle
+from sekuire.compiler import (
+    BundleSigner,
+    build_bundle,
+    compile_policy,
+    load_bundle,
+    load_policy,
+    verify_bundle,
+)
 from sekuire.compiler.cli.policy_cmd import summary_lines
 from sekuire.runtime import EmbeddedEngine, PolicyEnforcer, PolicyViolationError
 

@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from .bundle import MANIFEST_FILE, Bundle
-from .errors import BundleError
+from ..errors import BundleError
+from .tarball import MANIFEST_FILE, Bundle
 
 __all__ = ["bundle_roots", "check_roots", "package_path", "root_contains"]
 

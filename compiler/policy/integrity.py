@@ -19,8 +19,13 @@ import blake3
 from nacl.exceptions import BadSignatureError as _NaclBadSignature
 from nacl.signing import SigningKey, VerifyKey
 
+from ..errors import (
+    BadSignatureError,
+    HashMismatchError,
+    UnknownKeyError,
+    UnsignedPolicyError,
+)
 from .canonical import canonical_json
-from .errors import BadSignatureError, HashMismatchError, UnknownKeyError, UnsignedPolicyError
 from .keyring import Keyring
 
 __all__ = [

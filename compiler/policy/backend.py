@@ -18,10 +18,10 @@ from urllib.parse import quote
 
 import httpx
 
+from ..errors import BackendError, IntegrityError, PolicyFormatError
 from .canonical import strict_loads
-from .errors import BackendError, IntegrityError, PolicyFormatError
+from .document import MAX_POLICY_BYTES, Policy, parse_policy
 from .keyring import Keyring
-from .policy import MAX_POLICY_BYTES, Policy, parse_policy
 
 __all__ = [
     "DEFAULT_BACKEND",
