@@ -27,6 +27,7 @@ from typing import Any
 
 from ..compiler.policy.document import Policy
 from .cache import DecisionCache
+from .counters import DecisionCounters
 from .decision import ENGINE_UNAVAILABLE, Decision, PolicyViolationError, Violation
 from .decision_log import DecisionLogger, DecisionSink, LoggingSink
 from .engine import EmbeddedEngine, Engine, decision_path
@@ -69,12 +70,14 @@ class PolicyEnforcer:
         cache: bool | DecisionCache[Decision] = True,
         decision_log: DecisionLogger | DecisionSink | None = None,
         rate_limiter: RateLimiter | None = None,
+        counters: DecisionCounters | None = None,
     ) -> None:
         """``engine`` defaults to an :class:`EmbeddedEngine` compiled from ``policy`` (closed with the enforcer).
 
         ``decision_log`` defaults to a :class:`LoggingSink` when the policy sets
         ``compliance.require_audit_logging``; pass a sink or logger to send events elsewhere.
-        ``rate_limiter`` may be shared by enforcers that should count together.
+        ``rate_limiter`` may be shared by enforcers that should count together, and so may
+        ``counters`` (the allowed/denied totals a heartbeat reports).
         """
         if not isinstance(policy, Policy):
             raise TypeError(f"policy must be a verified sekuire.compiler.Policy (see load_policy), not {type(policy).__name__}")
@@ -91,6 +94,7 @@ class PolicyEnforcer:
         else:
             self.cache = DecisionCache(ttl=self.engine.decision_ttl) if cache else None
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
+        self.counters = counters if counters is not None else DecisionCounters()
         compliance = policy.content.compliance
         if decision_log is not None:
             self.decision_log: DecisionLogger | None = DecisionLogger.of(decision_log)
@@ -232,6 +236,7 @@ class PolicyEnforcer:
         return self._record(query, decision, fresh=True)
 
     def _record(self, query: _Query, decision: Decision, *, fresh: bool = False, failed: bool = False) -> Decision:
+        self.counters.count(decision.allow)
         if fresh and self.cache is not None and query.key is not None:
             # Stored under the revision read *before* the query: if the engine moved on meanwhile,
             # the entry is never looked up again.

@@ -434,8 +434,7 @@ def _rate_limit(content: dict, action: dict, out: set) -> None:
         return
     section = _section(content, "rate_limits")
     if section is None:
-        out.add(("rate_limit.missing", "the workspace policy has no rate limits (rate_limits)"))
-        return
+        return  # no rate_limits section: no limit (DESIGN.md section 4)
     limits = section.get("requests" if kind == "request" else "tokens") or {}
     for window in ("minute", "hour"):
         maximum = limits.get(f"max_per_{window}")
