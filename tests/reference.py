@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import string
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -39,13 +40,32 @@ ACTION_TYPES = ("api", "capability", "filesystem", "model", "network", "rate_lim
 FILE_OPERATIONS = ("append", "create", "delete", "execute", "list", "read", "write")
 MAX_SAFE_INTEGER = 2**53 - 1
 
+_SEMANTICS = Path(__file__).resolve().parent.parent / "docs" / "policy-semantics.md"
+
+
+def _documented_prefixes(text: str) -> dict[str, str]:
+    """The model-name prefix table of docs/policy-semantics.md (two prefix/provider pairs per row), read from the page.
+
+    The reference takes the table from the documentation, not from the compiler's
+    copy, so a prefix the compiler ships but the page does not name (or the other
+    way round) makes the differential test fail.
+    """
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.replace(" ", "") == "|prefix|provider||prefix|provider|")
+    table: dict[str, str] = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        for prefixes, provider in ((cells[0], cells[1]), (cells[3], cells[4])):
+            for prefix in prefixes.split(","):
+                table[prefix.strip().strip("`")] = provider
+    return table
+
+
 # Model-name prefix -> provider. A prefix ending in "-" is plain; a family name must be
 # followed by the end of the name, "-", "_", ".", ":" or a digit.
-PROVIDER_PREFIXES = {
-    "gpt-": "openai", "chatgpt-": "openai", "o1": "openai", "o3": "openai", "o4": "openai",
-    "claude-": "anthropic", "gemini-": "google", "mistral-": "mistral", "mixtral-": "mistral",
-    "codestral": "mistral", "llama": "meta", "command-": "cohere", "deepseek-": "deepseek", "grok-": "xai",
-}
+PROVIDER_PREFIXES = _documented_prefixes(_SEMANTICS.read_text(encoding="utf-8"))
 
 _TYPE_LIST = ", ".join(ACTION_TYPES)
 _OPERATION_LIST = ", ".join(FILE_OPERATIONS)
