@@ -32,16 +32,22 @@ from typing import TYPE_CHECKING, Any
 
 import regorus
 
-from ..compiler.compile import CompiledPolicy, compile_policy
 from ..compiler.errors import BundleVerificationError
 from ..compiler.files import read_limited
-from ..compiler.policy import Policy
-from ..compiler.regolib import workspace_root
-from .errors import EngineResponseError, EngineUnavailable, InvalidActionError, SekuireRuntimeError
+from ..compiler.policy.document import Policy
+from ..compiler.rego.compile import CompiledPolicy, compile_policy
+from ..compiler.rego.library import workspace_root
+from .errors import (
+    EngineResponseError,
+    EngineUnavailable,
+    InvalidActionError,
+    SekuireRuntimeError,
+)
 
 if TYPE_CHECKING:
-    from ..compiler.bundle import Bundle
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+    from ..compiler.bundle.tarball import Bundle
 
 __all__ = ["EmbeddedEngine", "Engine", "decision_path", "rule_ref"]
 
@@ -196,8 +202,9 @@ class EmbeddedEngine(Engine):
         A bundle without signatures is refused unless ``allow_unsigned``, and then logged.
         """
         # Imported here: an enforcer compiled from a policy never needs tar or the JWT stack.
-        from ..compiler.bundle import load_bundle, read_bundle
-        from ..compiler.bundle_signing import verify_bundle
+        from ..compiler.bundle.roots import check_roots
+        from ..compiler.bundle.tarball import load_bundle, read_bundle
+        from ..compiler.bundle.verify import verify_bundle
 
         loaded = read_bundle(bundle, source="<bytes>") if isinstance(bundle, bytes) else load_bundle(bundle)
         if loaded.signed:
@@ -210,6 +217,7 @@ class EmbeddedEngine(Engine):
             raise BundleVerificationError("the bundle is not signed (allow_unsigned=True to load it anyway)", source=loaded.source)
         else:
             logger.warning("loading the unsigned bundle %s: its content is not verified", loaded.source)
+            check_roots(loaded)  # verify_bundle checks the roots of a signed bundle
         workspace = _bundle_workspace(loaded)
         return cls(
             loaded.modules,

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, Self, TypeVar
 
-from .enforcer import Decision, Violation
+from .decision import Decision, Violation
 from .errors import InvalidActionError
 
 __all__ = ["GatedSession", "INVALID_INPUT", "SessionLike", "ToolEnforcer", "ToolGate", "gate_session"]

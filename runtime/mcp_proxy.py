@@ -43,7 +43,8 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.message import SessionMessage
 
 from ..compiler.errors import SekuireError
-from .errors import InvalidActionError, PolicyViolationError, SekuireRuntimeError
+from .decision import PolicyViolationError
+from .errors import InvalidActionError, SekuireRuntimeError
 from .mcp_gate import INVALID_INPUT, ToolGate
 
 __all__ = [

@@ -22,9 +22,9 @@ import mcp_types as types
 import pytest
 from mcp import Client, ClientSession, MCPError, StdioServerParameters, stdio_client
 from sekuire.compiler import Keyring, load_policy, sign_document
-from sekuire.compiler.bundle import build_bundle
-from sekuire.compiler.bundle_signing import BundleSigner
-from sekuire.compiler.compile import compile_policy
+from sekuire.compiler.bundle.signing import BundleSigner
+from sekuire.compiler.bundle.tarball import build_bundle
+from sekuire.compiler.rego.compile import compile_policy
 from sekuire.runtime import PolicyEnforcer, PolicyViolationError
 from sekuire.runtime.mcp_gate import ToolGate, gate_session
 from sekuire.runtime.mcp_proxy import MCPProxy

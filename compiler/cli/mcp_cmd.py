@@ -10,10 +10,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ..bundle_signing import SIGNING_ALGORITHMS, load_verification_key
+from ..bundle.keys import SIGNING_ALGORITHMS, load_verification_key
 from ..errors import BundleError, CompileError, SekuireError
 from ..files import read_limited
-from ..policy import Policy
+from ..policy.document import Policy
 from .options import add_verify_options, policy_from
 
 if TYPE_CHECKING:
@@ -129,8 +129,8 @@ def _bundle_policy(args: argparse.Namespace) -> tuple[Policy, EmbeddedEngine]:
     ``verified`` because the bundle signature over every file, the manifest included, was.
     """
     from ...runtime.engine import EmbeddedEngine
-    from ..bundle import read_bundle
-    from ..model import parse_content
+    from ..bundle.tarball import read_bundle
+    from ..policy.model import parse_content
 
     source = args.bundle
     if not args.verification_key:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import PolicyError, PolicyFormatError
+from ..files import read_limited
 from .canonical import strict_loads
-from .errors import PolicyError, PolicyFormatError
-from .files import read_limited
 from .integrity import SignatureStatus, verify_document
 from .keyring import Keyring, resolve_keyring
 from .model import Envelope, PolicyContent, parse_content, parse_envelope

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..policy.document import Policy
+from ..version import __version__
+from .library import render_modules, workspace_package, workspace_root
 from .lowering import lower_content
-from .policy import Policy
-from .regolib import render_modules, workspace_package, workspace_root
 
 __all__ = ["CompiledPolicy", "compile_policy"]
 
@@ -45,8 +46,6 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     Raises :class:`~sekuire.compiler.errors.CompileError` (with a JSON pointer) for an
     unusable workspace id or pattern; the caller names the file with ``with_source``.
     """
-    # Imported here: the package __init__ may import this module before it defines __version__.
-    from . import __version__
 
     workspace_id = policy.workspace_id
     root = workspace_root(workspace_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import PolicyFormatError
+from ..errors import PolicyFormatError
 
 __all__ = ["canonical_json", "strict_loads"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .errors import CompileError
+from ..errors import CompileError
 
 __all__ = ["DEFAULT_KEY_ID", "DEFAULT_SERVICE", "OPAConfigOptions", "bundle_name", "bundle_resource", "opa_config", "opa_config_yaml"]
 

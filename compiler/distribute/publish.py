@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import KeyringError
-from .files import atomic_write
-from .keyring import Keyring
+from ..errors import KeyringError
+from ..files import atomic_write
+from ..policy.document import Policy
+from ..policy.keyring import Keyring
 from .opaconfig import bundle_resource
-from .policy import Policy
 
 __all__ = ["Publication", "publish_site"]
 

@@ -12,7 +12,7 @@ contain ``.``/``..``/empty segments, duplicate names, and names OPA treats
 specially wherever they appear (``*signatures.json``, ``*.manifest``), YAML data
 and delta-bundle patches.
 
-Signing and verification live in :mod:`sekuire.compiler.bundle_signing`.
+Signing and verification live beside it in :mod:`.signing` and :mod:`.verify`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,11 @@ import tarfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from .canonical import canonical_json, strict_loads
-from .errors import BundleError, PolicyFormatError
-from .files import read_limited
-
-if TYPE_CHECKING:
-    from .bundle_signing import BundleSigner
+from ..errors import BundleError, PolicyFormatError
+from ..files import read_limited
+from ..policy.canonical import canonical_json, strict_loads
 
 __all__ = [
     "Bundle",
@@ -41,6 +38,7 @@ __all__ = [
     "DATA_FILE",
     "DEFAULT_LIMITS",
     "FILE_MODE",
+    "FileSigner",
     "MANIFEST_FILE",
     "REGO_SUFFIX",
     "SIGNATURES_FILE",
@@ -80,6 +78,14 @@ class BundleLimits:
 DEFAULT_LIMITS = BundleLimits()
 
 
+class FileSigner(Protocol):
+    """What :func:`build_bundle` needs of a signer (:class:`~.signing.BundleSigner` is one)."""
+
+    def sign(self, files: Mapping[str, bytes]) -> bytes:
+        """The ``.signatures.json`` content for a bundle made of ``files``."""
+        ...
+
+
 class CompiledBundleSource(Protocol):
     """What :func:`build_bundle` takes (``compile_policy`` returns one)."""
 
@@ -104,6 +110,7 @@ class Bundle:
 
     @property
     def revision(self) -> str:
+        """The manifest's revision, or "" when it names none."""
         revision = (self.manifest or {}).get("revision")
         return revision if isinstance(revision, str) else ""
 
@@ -114,6 +121,7 @@ class Bundle:
 
     @property
     def signed(self) -> bool:
+        """Whether the bundle carries a ``.signatures.json`` (not whether it verifies)."""
         return self.signatures is not None
 
     @property
@@ -189,7 +197,7 @@ def write_bundle(files: Mapping[str, bytes]) -> bytes:
     return gzip.compress(buffer.getvalue(), compresslevel=9, mtime=0)
 
 
-def build_bundle(compiled: CompiledBundleSource, *, signer: BundleSigner | None = None) -> bytes:
+def build_bundle(compiled: CompiledBundleSource, *, signer: FileSigner | None = None) -> bytes:
     """The bundle of a compiled policy: ``.manifest``, ``data.json`` at the root, the modules; signed if asked."""
     files: dict[str, bytes] = {}
     for path, source in compiled.modules.items():

@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import KeyringError, PolicyFormatError
+from ..files import atomic_write, read_limited
 from .canonical import strict_loads
-from .errors import KeyringError, PolicyFormatError
-from .files import atomic_write, read_limited
 
 __all__ = ["DEFAULT_KEYRING_ENV", "Keyring", "default_keyring_path", "resolve_keyring"]
 

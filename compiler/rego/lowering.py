@@ -37,8 +37,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import CompileError
-from .model import (
+from ..errors import CompileError
+from ..policy.model import (
     ApisSection,
     CapabilitiesSection,
     ComplianceSection,

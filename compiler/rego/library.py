@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jinja2
 
-from .errors import CompileError
+from ..errors import CompileError
 
 __all__ = [
     "MODULE_NAMES",
