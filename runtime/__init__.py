@@ -6,7 +6,7 @@ when it delegates, and importing this package never loads the A2A SDK.
 
 from __future__ import annotations
 
-from .agent import Agent, get_agent
+from .agent import Agent, aget_agent, get_agent
 from .beacon import Beacon
 from .cache import DecisionCache
 from .client import AsyncPolicyClient, PolicyClient, PolicyRollbackError
@@ -64,6 +64,7 @@ __all__ = [
     "TaskResult",
     "TaskWorker",
     "Violation",
+    "aget_agent",
     "get_agent",
     "load_manifest",
 ]

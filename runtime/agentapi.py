@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 import httpx
 
-from ..compiler.policy.canonical import strict_loads
 from ..compiler.errors import BackendError, PolicyFormatError
+from ..compiler.policy.canonical import strict_loads
 
 __all__ = [
     "DEFAULT_DEADLINE",

@@ -28,6 +28,7 @@ class DecisionCounts:
         return DecisionCounts(self.allowed - other.allowed, self.denied - other.denied)
 
     def as_dict(self) -> dict[str, int]:
+        """``{"allowed", "denied"}``, as a heartbeat carries them."""
         return {"allowed": self.allowed, "denied": self.denied}
 
 

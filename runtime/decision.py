@@ -34,6 +34,7 @@ class Decision:
 
     @property
     def allowed(self) -> bool:
+        """The seed's name for :attr:`allow`."""
         return self.allow
 
     @classmethod

@@ -202,6 +202,7 @@ class EmbeddedEngine(Engine):
         A bundle without signatures is refused unless ``allow_unsigned``, and then logged.
         """
         # Imported here: an enforcer compiled from a policy never needs tar or the JWT stack.
+        from ..compiler.bundle.roots import check_roots
         from ..compiler.bundle.tarball import load_bundle, read_bundle
         from ..compiler.bundle.verify import verify_bundle
 
@@ -216,6 +217,7 @@ class EmbeddedEngine(Engine):
             raise BundleVerificationError("the bundle is not signed (allow_unsigned=True to load it anyway)", source=loaded.source)
         else:
             logger.warning("loading the unsigned bundle %s: its content is not verified", loaded.source)
+            check_roots(loaded)  # verify_bundle checks the roots of a signed bundle
         workspace = _bundle_workspace(loaded)
         return cls(
             loaded.modules,

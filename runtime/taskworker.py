@@ -84,6 +84,7 @@ class TaskResult:
     message: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The result body posted to the backend (DESIGN.md section 10)."""
         body: dict[str, Any] = {"status": self.status}
         if self.status == "done":
             body["result"] = self.result

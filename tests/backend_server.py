@@ -10,6 +10,7 @@ them). The backend answers:
 - ``POST /v1/workspaces/<ws>/agents/<agent>/heartbeat`` with the active policy's hash;
 - ``GET /v1/workspaces/<ws>/agents/<agent>/tasks`` (each queued task is handed out once) and
   ``POST .../tasks/<id>/result``, recording the results.
+- ``POST /v1/agents`` (a push without a workspace), recorded under ``agents[""]``.
 """
 
 from __future__ import annotations
@@ -198,6 +199,12 @@ class PolicyBackend(_Server):
             return _send(handler, 200, document, {"ETag": etag} if self.etags else None)
         if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "keys"] and parts[2] in self.keys:
             return _send(handler, 200, self.keys[parts[2]])
+        if method == "POST" and parts == ["v1", "agents"]:  # a push without a workspace: kept under ""
+            with self.lock:
+                received = self.agents.setdefault("", [])
+                received.append(json.loads(body))
+                agent_id = f"agent_{len(received)}"
+            return _send(handler, 201, _json({"agent_id": agent_id, "status": "registered"}))
         if method == "POST" and len(parts) == 4 and parts[:2] == ["v1", "workspaces"] and parts[3] == "agents":
             with self.lock:
                 received = self.agents.setdefault(parts[2], [])
@@ -215,6 +222,10 @@ class ChatServer(_Server):
 
     total_tokens: int = 30
     status: int = 200
+    #: False: answers carry no ``usage`` (as some compatible servers do).
+    report_usage: bool = True
+    #: When set, the assistant's answer is this text instead of the echo.
+    reply: str | None = None
 
     def answer(self, handler: http.server.BaseHTTPRequestHandler, method: str, body: bytes) -> None:
         if method != "POST" or not handler.path.endswith("/chat/completions"):
@@ -224,11 +235,15 @@ class ChatServer(_Server):
         request = json.loads(body)
         last = request["messages"][-1]["content"]
         prompt = self.total_tokens // 3
-        return _send(handler, 200, _json({
+        answer: dict[str, Any] = {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",
             "created": 0,
             "model": request["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"echo: {last}"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": self.total_tokens - prompt, "total_tokens": self.total_tokens},
-        }))
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": self.reply if self.reply is not None else f"echo: {last}"}}],
+        }
+        if self.report_usage:
+            answer["usage"] = {"prompt_tokens": prompt, "completion_tokens": self.total_tokens - prompt,
+                               "total_tokens": self.total_tokens}
+        return _send(handler, 200, _json(answer))

@@ -9,7 +9,6 @@ import socket
 import threading
 
 import pytest
-
 from sekuire.compiler import content_hash
 from sekuire.runtime import Beacon, DecisionCounters
 from sekuire.runtime.beacon import MIN_INTERVAL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -100,3 +101,55 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["no-such-command"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in COMMANDS])
+def test_each_command_loads_on_its_own(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The lazy loader builds a working parser for every command, also those sharing a module with another."""
+    with pytest.raises(SystemExit) as info:
+        main([name, "--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.rstrip().endswith(EXAMPLES[name])
+
+
+def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if not isinstance(a, (argparse._SubParsersAction, argparse._HelpAction))]
+
+
+@pytest.mark.parametrize("path", [path for path, _ in PARSERS])
+def test_every_option_has_help_text(path: str) -> None:
+    missing = [a.option_strings or [a.dest] for a in _options(dict(PARSERS)[path]) if not a.help]
+    assert missing == [], f"`sekuire {path}`: options without help: {missing}"
+
+
+#: The read commands: each takes --format text|json (and --json as its alias).
+READ_COMMANDS = ["policy show", "policy validate", "policy eval", "bundle inspect", "bundle verify"]
+
+
+@pytest.mark.parametrize("path", READ_COMMANDS)
+def test_read_commands_take_format(path: str) -> None:
+    actions = {option: a for a in _options(dict(PARSERS)[path]) for option in a.option_strings}
+    assert set(actions["--format"].choices) == {"text", "json"}
+    assert actions["--json"].dest == "format" and actions["--json"].const == "json"
+
+
+def test_format_json_is_json_for_every_read_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keyring = tmp_path / "keyring.json"
+    keyring.write_text((VECTORS.parent.parent / "policies" / "examples" / "keyring.json").read_text())
+    policy = str(VECTORS / "policy.json")
+    bundle, key = str(VECTORS / "opa-bundle" / "bundle.tar.gz"), str(VECTORS / "opa-bundle" / "test-rsa-public.pem")
+    runs = {
+        "policy show": ["policy", "show", "--file", policy, "--keyring", str(keyring)],
+        "policy validate": ["policy", "validate", "--file", policy, "--keyring", str(keyring)],
+        "policy eval": ["policy", "eval", "--file", policy, "--keyring", str(keyring),
+                        "--action", '{"type": "tool", "name": "shell"}'],
+        "bundle inspect": ["bundle", "inspect", bundle],
+        "bundle verify": ["bundle", "verify", bundle, "--verification-key", key],
+    }
+    assert set(runs) == set(READ_COMMANDS)
+    for path, argv in runs.items():
+        code = main([*argv, "--format", "json"])
+        document = json.loads(capsys.readouterr().out)
+        assert isinstance(document, dict) and code in (0, 3), path
+    assert main([*runs["policy eval"], "--format", "text"]) == 3
+    assert capsys.readouterr().out.splitlines()[0] == "deny"

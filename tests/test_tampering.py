@@ -424,7 +424,6 @@ def _opa_agrees(opa_bin: str, tmp_path: Path, original: bytes, sample: list[tupl
     return verdicts
 
 
-@pytest.mark.opa
 def test_every_byte_flip_of_a_signed_bundle_file_is_refused_or_harmless(opa_bin, tmp_path, bundle):
     verdicts = Verdicts(bundle, bundle_key().public)
     flips = [Flip("gzip", offset, 0x01, _flipped(bundle, offset, 0x01)) for offset in range(len(bundle))]
@@ -444,7 +443,6 @@ def test_every_byte_flip_of_a_signed_bundle_file_is_refused_or_harmless(opa_bin,
     assert agreement["both refused"] >= 60 and agreement["only OPA refused"] == 0
 
 
-@pytest.mark.opa
 def test_every_meaningful_tar_byte_flip_is_refused_or_harmless(opa_bin, tmp_path, bundle):
     tar = gzip.decompress(bundle)
     verdicts = Verdicts(bundle, bundle_key().public)

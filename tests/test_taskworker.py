@@ -6,7 +6,6 @@ import asyncio
 import threading
 
 import pytest
-
 from sekuire.runtime import OPAEngine, PolicyEnforcer, Task, TaskResult, TaskWorker
 from sekuire.runtime.client import AsyncPolicyClient, PolicyClient
 from sekuire.runtime.gateway import PolicyGateway

@@ -110,6 +110,7 @@ class Bundle:
 
     @property
     def revision(self) -> str:
+        """The manifest's revision, or "" when it names none."""
         revision = (self.manifest or {}).get("revision")
         return revision if isinstance(revision, str) else ""
 
@@ -120,6 +121,7 @@ class Bundle:
 
     @property
     def signed(self) -> bool:
+        """Whether the bundle carries a ``.signatures.json`` (not whether it verifies)."""
         return self.signatures is not None
 
     @property

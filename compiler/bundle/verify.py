@@ -26,6 +26,7 @@ from ..errors import BundleError, BundleVerificationError, PolicyFormatError
 from ..policy.canonical import strict_loads
 from .gojson import JSONNumber, file_digest, go_json, parse_json_exact
 from .keys import PublicKey, verification_key
+from .roots import check_roots
 from .signing import PAYLOAD_FIELDS, is_integer
 from .tarball import SIGNATURES_FILE, Bundle
 
@@ -156,6 +157,8 @@ def _verify(bundle: Bundle, key: bytes | PublicKey, alg: str, scope: str | None,
     extra = sorted(set(listed) - set(bundle.files))
     if extra:
         raise BundleVerificationError(f"file listed in signatures but not in the bundle: {extra[0]}")
+    # A validly signed bundle whose roots do not cover its content is refused by OPA: so here.
+    check_roots(bundle)
     return VerifiedBundle(
         bundle=bundle,
         alg=alg,

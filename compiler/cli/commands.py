@@ -18,6 +18,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("keys", "generate and manage signing and trusted keys", "keys_cmd"),
     ("opa-config", "write an OPA config that pulls and verifies workspace bundles", "ops_cmd"),
     ("publish", "write a static site serving policies, keys and bundles", "ops_cmd"),
+    ("mcp-proxy", "run an MCP server behind the policy: hide denied tools, refuse their calls", "mcp_cmd"),
 )
 
 #: One example per command (``sekuire <path> --help`` ends with it); a test checks that every command has one.
@@ -40,4 +41,5 @@ EXAMPLES: dict[str, str] = {
     "opa-config": "sekuire opa-config --service-url https://bundles.example.com --workspace ws_abc123 "
     "--verification-key bundle-key.pub.pem --out opa.yaml",
     "publish": "sekuire publish --site site/ --file policy.json --signing-key bundle-key.pem",
+    "mcp-proxy": "sekuire mcp-proxy --file policy.json -- npx -y @modelcontextprotocol/server-filesystem /srv",
 }

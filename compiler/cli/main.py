@@ -64,10 +64,12 @@ def build_parser(argv: Sequence[str] = ("*",)) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     wanted = _command_of(argv)
+    # A module registers every command it defines: load it for any of them (publish and opa-config share one).
+    modules = {module_name for name, _, module_name in COMMANDS if wanted in (name, "*")}
     for name, help_text, module_name in COMMANDS:
         if name in sub.choices:
             continue
-        if wanted in (name, "*"):
+        if module_name in modules:
             importlib.import_module(f"{__package__}.{module_name}").register(sub)
         else:
             sub.add_parser(name, help=help_text, add_help=False)

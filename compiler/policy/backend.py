@@ -157,10 +157,14 @@ async def afetch_public_key(backend: str, key_id: str, *, client: httpx.AsyncCli
 
 
 def push_agent_manifest(
-    backend: str, workspace_id: str, manifest: dict[str, Any], *, client: httpx.Client | None = None
+    backend: str, workspace_id: str | None, manifest: dict[str, Any], *, client: httpx.Client | None = None
 ) -> dict[str, Any]:
-    """Register an agent manifest with the workspace; the backend's JSON answer (``{}`` if it sent none)."""
-    url = f"{backend.rstrip('/')}/v1/workspaces/{quote(workspace_id, safe='')}/agents"
+    """Register an agent manifest with the workspace (``None``: with no workspace, ``POST /v1/agents``).
+
+    Returns the backend's JSON answer (``{}`` if it sent none).
+    """
+    scope = "" if workspace_id is None else f"/workspaces/{quote(workspace_id, safe='')}"
+    url = f"{backend.rstrip('/')}/v1{scope}/agents"
     try:
         if client is None:
             with httpx.Client(timeout=DEFAULT_TIMEOUT) as own:

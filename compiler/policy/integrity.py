@@ -42,6 +42,7 @@ _HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
 def content_hash(content: Any) -> str:
+    """Lower-case hex BLAKE3-256 of the canonical JSON of ``content``: a policy.json's ``hash``."""
     return blake3.blake3(canonical_json(content)).hexdigest()
 
 

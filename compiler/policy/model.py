@@ -109,13 +109,13 @@ class RateLimitsSection(_Section):
     tokens: RateLimitSection | None = None
 
 
-class ComplianceSection(BaseModel):
-    # Informational for enforcement; free-form fields (notes, labels) are kept.
-    model_config = ConfigDict(extra="allow", frozen=True)
-
+class ComplianceSection(_Section):
+    # Unknown keys are errors as in every other section: a misspelt require_audit_logging must not
+    # leave audit logging off. ``note`` is the one free-text field (the contract's vectors carry it).
     frameworks: tuple[StrictStr, ...] = ()
     require_audit_logging: StrictBool = False
     data_residency: StrictStr | None = None
+    note: StrictStr | None = None
 
 
 class PolicyContent(_Section):
