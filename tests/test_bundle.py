@@ -99,6 +99,7 @@ def keys() -> dict[str, tuple[bytes, bytes]]:
             pairs[alg] = (HMAC_SECRET, HMAC_SECRET)
     for alg, curve in (("ES256", ec.SECP256R1()), ("ES384", ec.SECP384R1()), ("ES512", ec.SECP521R1())):
         pairs[alg] = _pem_pair(ec.generate_private_key(curve))
+    pairs["EdDSA"] = _pem_pair(ed25519.Ed25519PrivateKey.generate())
     return pairs
 
 
@@ -482,7 +483,7 @@ def test_claims_file_numbers_are_kept_as_written(keys, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"alg": "EdDSA"}, "EdDSA is not accepted by OPA for bundle signatures"),
+        ({"alg": "EdDSA"}, "EdDSA needs an Ed25519 key, got an RSA key"),
         ({"alg": "none"}, "unsupported signing algorithm 'none'"),
         ({"claims": {"files": []}}, "claim 'files' is the signer's own"),
         ({"claims": {"keyid": "other"}}, "claim 'keyid' is 'other'"),
@@ -501,11 +502,12 @@ def test_signer_refuses_keys_that_do_not_fit_the_algorithm(keys):
     ed_pem, _ = _pem_pair(ed25519.Ed25519PrivateKey.generate())
     weak_pem, _ = _pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=1024))
     cases = [
-        (ed_pem, "RS256", "Ed25519 keys cannot sign OPA bundles"),
+        (ed_pem, "RS256", "RS256 needs an RSA key, got an Ed25519 key"),
+        (keys["RS256"][0], "EdDSA", "EdDSA needs an Ed25519 key, got an RSA key"),
         (keys["ES256"][0], "RS256", "RS256 needs an RSA key, got an EC key"),
         (keys["ES384"][0], "ES256", "ES256 needs an EC key on secp256r1, got one on secp384r1"),
         (keys["RS256"][0], "HS256", "HS256 takes a shared secret, not a PEM key"),
-        (b"short", "HS256", "HS256 needs a secret of at least 32 bytes"),
+        (b"", "HS256", "HS256 needs a non-empty secret"),
         (weak_pem, "RS256", "1024 bits is too weak"),
         (b"not a key", "RS256", "not a PEM private key"),
     ]
@@ -639,7 +641,7 @@ def test_verification_key_problems_are_bundle_errors(keys, tmp_path):
         verify_bundle(bundle, key=b"x" * 64)
     with pytest.raises(BundleError, match="RS256 needs an RSA key, got an EC key"):
         verify_bundle(bundle, key=keys["ES256"][1], alg="RS256")
-    with pytest.raises(BundleError, match="EdDSA is not accepted"):
+    with pytest.raises(BundleError, match="EdDSA needs an Ed25519 key, got an RSA key"):
         verify_bundle(bundle, key=keys["RS256"][1], alg="EdDSA")
     (tmp_path / "garbage.pem").write_text("hello")
     with pytest.raises(BundleError, match=f"^{tmp_path}/garbage.pem: not a PEM public key"):
@@ -653,7 +655,7 @@ def test_verification_key_problems_are_bundle_errors(keys, tmp_path):
 # --- real OPA: activation and tamper ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
 def test_opa_run_activates_the_signed_bundle_and_answers(opa_server, keys, tmp_path, alg):
     path = tmp_path / "signed.tar.gz"
     path.write_bytes(_signed(keys, alg))
@@ -667,6 +669,38 @@ def test_opa_run_activates_the_signed_bundle_and_answers(opa_server, keys, tmp_p
 def test_opa_verifies_every_algorithm_we_sign_with(opa_bin, keys, tmp_path, alg):
     result = _opa_verdict(opa_bin, _signed(keys, alg), tmp_path, _key_arg(keys, alg, tmp_path), alg)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("alg", SIGNING_ALGORITHMS)
+def test_we_verify_every_algorithm_opa_build_signs_with(opa_bin, keys, tmp_path, alg):
+    """The other direction: ``opa build --signing-key`` signs, ``verify_bundle`` (and so the CLI and engine) accepts."""
+    source = tmp_path / "src"
+    (source / "x").mkdir(parents=True)
+    (source / "x" / "policy.rego").write_text("package x\n\nallow := true\n")
+    (source / "data.json").write_text('{"x": {"n": 1.50}}')
+    if alg.startswith("HS"):
+        signing_key = keys[alg][0].decode()
+    else:
+        signing_key = str(tmp_path / "signing.pem")
+        Path(signing_key).write_bytes(keys[alg][0])
+    out = tmp_path / "opa-signed.tar.gz"
+    subprocess.run([opa_bin, "build", "-b", ".", "--signing-key", signing_key, "--signing-alg", alg,
+                    "-o", str(out)], check=True, capture_output=True, timeout=60, cwd=source)
+    verified = verify_bundle(load_bundle(out), key=keys[alg][1], alg=alg)
+    assert verified.alg == alg and "x/policy.rego" in verified.files
+    tampered = _files(out.read_bytes())
+    tampered["data.json"] = b'{"x": {"n": 2.50}}'
+    with pytest.raises(BundleVerificationError, match="data.json: digest mismatch"):
+        verify_bundle(read_bundle(write_bundle(tampered), source="t"), key=keys[alg][1], alg=alg)
+
+
+def test_short_hmac_secrets_are_taken_with_a_warning(opa_bin, tmp_path, caplog):
+    """OPA verifies HS256 with any secret; we sign and verify the same, warning when it is shorter than the hash."""
+    with caplog.at_level("WARNING"):
+        bundle = build_bundle(Compiled(), signer=BundleSigner(b"short", alg="HS256"))
+    assert "HS256 secret of 5 bytes is shorter than the 32 bytes" in caplog.text and "short" not in caplog.text.split("bytes")[0]
+    assert verify_bundle(read_bundle(bundle, source="b"), key=b"short", alg="HS256").alg == "HS256"
+    assert _opa_verdict(opa_bin, bundle, tmp_path, "short", "HS256").returncode == 0
 
 
 def test_opa_inspect_reads_the_manifest_we_wrote(opa_bin, keys, tmp_path):
@@ -799,7 +833,7 @@ def test_cli_key_problems_name_the_key_file_but_never_a_secret(capsys, tmp_path,
     assert "hunter2" not in err and "HS256" in err
     public = _key_arg(keys, "RS256", tmp_path)
     assert main(["bundle", "verify", str(path), "--verification-key", public, "--signing-alg", "EdDSA"]) == 1
-    assert "EdDSA is not accepted by OPA" in capsys.readouterr().err
+    assert "EdDSA needs an Ed25519 key, got an RSA key" in capsys.readouterr().err
 
 
 def test_data_of_nested_data_files_is_merged_like_opa_and_conflicts_refused():

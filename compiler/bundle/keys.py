@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import binascii
+import contextlib
+import logging
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from cryptography import x509
@@ -25,10 +28,13 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "load_verification_key",
+    "quiet_key_length",
     "read_key_argument",
     "signing_key",
     "verification_key",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ALGORITHM = "RS256"
 DEFAULT_KEY_ID = "default"
@@ -38,20 +44,31 @@ SIGNING_ALGORITHMS = (
     "PS256", "PS384", "PS512",
     "ES256", "ES384", "ES512",
     "HS256", "HS384", "HS512",
+    "EdDSA",
 )  # fmt: skip
 MAX_KEY_BYTES = 1 << 20
 _EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 _MIN_RSA_BITS = 2048
 _K = TypeVar("_K")
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+_PRIVATE_TYPES = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
+_PUBLIC_TYPES = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)
+#: RFC 7518 section 3.2 asks for an HMAC secret at least as long as the hash; OPA takes shorter ones, so do we (with a warning).
+_HMAC_ADVISED = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+@contextlib.contextmanager
+def quiet_key_length() -> Iterator[None]:
+    """Silence PyJWT's multi-line warning on short HMAC secrets: :func:`signing_key` logs one line of its own."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The HMAC key is")
+        yield
 
 
 def check_algorithm(alg: str) -> str:
     """Return ``alg`` if OPA verifies bundles signed with it; BundleError naming the choices otherwise."""
-    if alg.upper() in ("EDDSA", "ED25519"):
-        raise BundleError("EdDSA is not accepted by OPA for bundle signatures: use RS256, PS256 or ES256")
     if alg not in SIGNING_ALGORITHMS:
         raise BundleError(f"unsupported signing algorithm {alg!r}: OPA bundles take {', '.join(SIGNING_ALGORITHMS)}")
     return alg
@@ -113,8 +130,8 @@ def _private_key(pem: bytes) -> PrivateKey:
         raise BundleError("encrypted private keys are not supported: decrypt it first") from None
     except (ValueError, binascii.Error) as exc:
         raise BundleError(f"not a PEM private key ({_first_line(exc)})") from None
-    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
-        raise BundleError(f"{_kind(key)} keys cannot sign OPA bundles: use an RSA or EC (P-256/384/521) key")
+    if not isinstance(key, _PRIVATE_TYPES):
+        raise BundleError(f"{_kind(key)} keys cannot sign OPA bundles: use an RSA, EC (P-256/384/521) or Ed25519 key")
     return key
 
 
@@ -128,8 +145,8 @@ def _public_key(pem: bytes) -> PublicKey:
             key = serialization.load_pem_public_key(pem)
     except (ValueError, binascii.Error) as exc:
         raise BundleError(f"not a PEM public key ({_first_line(exc)})") from None
-    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
-        raise BundleError(f"{_kind(key)} keys cannot verify OPA bundles: use an RSA or EC (P-256/384/521) key")
+    if not isinstance(key, _PUBLIC_TYPES):
+        raise BundleError(f"{_kind(key)} keys cannot verify OPA bundles: use an RSA, EC (P-256/384/521) or Ed25519 key")
     return key
 
 
@@ -152,7 +169,7 @@ def _is_pem(material: bytes) -> bool:
 
 
 def _check_key_fits(key: object, alg: str) -> None:
-    """An RSA key for RS*/PS*, an EC key on the matching curve for ES*."""
+    """An RSA key for RS*/PS*, an EC key on the matching curve for ES*, an Ed25519 key for EdDSA."""
     if alg[:2] in ("RS", "PS"):
         if not isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
             raise BundleError(f"{alg} needs an RSA key, got an {_kind(key)} key")
@@ -161,13 +178,18 @@ def _check_key_fits(key: object, alg: str) -> None:
             raise BundleError(f"{alg} needs an EC key, got an {_kind(key)} key")
         if key.curve.name != _EC_CURVES[alg]:
             raise BundleError(f"{alg} needs an EC key on {_EC_CURVES[alg]}, got one on {key.curve.name}")
+    elif alg == "EdDSA" and not isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
+        raise BundleError(f"EdDSA needs an Ed25519 key, got an {_kind(key)} key")
 
 
 def _hmac_secret(material: bytes, alg: str) -> bytes:
-    minimum = int(alg[2:]) // 8
-    if len(material) < minimum:
-        # RFC 7518 section 3.2: a shorter HMAC key is guessable; OPA would take it, we do not.
-        raise BundleError(f"{alg} needs a secret of at least {minimum} bytes, got {len(material)}")
+    if not material:
+        raise BundleError(f"{alg} needs a non-empty secret")
+    if len(material) < _HMAC_ADVISED[alg]:
+        logger.warning(
+            "%s secret of %d bytes is shorter than the %d bytes RFC 7518 advises: OPA accepts it, but it is easier to guess",
+            alg, len(material), _HMAC_ADVISED[alg],
+        )
     if _is_pem(material):
         raise BundleError(f"{alg} takes a shared secret, not a PEM key: choose an RS/PS/ES algorithm for key pairs")
     return material
@@ -179,8 +201,8 @@ def signing_key(key: str | bytes | PrivateKey, alg: str) -> bytes | PrivateKey:
         if alg.startswith("HS"):
             return _hmac_secret(material, alg)
         key = _private_key(material)
-    elif not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
-        raise BundleError(f"{alg} signs with an RSA or EC private key, not a {type(key).__name__}")
+    elif not isinstance(key, _PRIVATE_TYPES):
+        raise BundleError(f"{alg} signs with an RSA, EC or Ed25519 private key, not a {type(key).__name__}")
     elif alg.startswith("HS"):
         raise BundleError(f"{alg} takes a shared secret, not a key object")
     _check_key_fits(key, alg)
@@ -190,7 +212,7 @@ def signing_key(key: str | bytes | PrivateKey, alg: str) -> bytes | PrivateKey:
 
 
 def verification_key(key: str | bytes | PublicKey, alg: str | None) -> tuple[bytes | PublicKey, str]:
-    """The key object and the algorithm to expect (RS256, or the curve's ES*, when ``alg`` is None)."""
+    """The key object and the algorithm to expect (when ``alg`` is None: RS256, the curve's ES*, EdDSA for Ed25519)."""
     if alg is not None:
         check_algorithm(alg)
     if isinstance(key, (str, bytes)):
@@ -202,8 +224,8 @@ def verification_key(key: str | bytes | PublicKey, alg: str | None) -> tuple[byt
                 raise BundleError("an HMAC secret needs an explicit algorithm (HS256, HS384 or HS512)")
             raise BundleError(f"{alg} needs a PEM public key")
         key = _public_key(material)
-    elif not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
-        raise BundleError(f"expected an RSA or EC public key, not a {type(key).__name__}")
+    elif not isinstance(key, _PUBLIC_TYPES):
+        raise BundleError(f"expected an RSA, EC or Ed25519 public key, not a {type(key).__name__}")
     elif alg is not None and alg.startswith("HS"):
         raise BundleError(f"{alg} takes a shared secret, not a public key")
     if alg is None:
@@ -211,6 +233,8 @@ def verification_key(key: str | bytes | PublicKey, alg: str | None) -> tuple[byt
             alg = next((name for name, curve in _EC_CURVES.items() if curve == key.curve.name), None)
             if alg is None:
                 raise BundleError(f"EC curve {key.curve.name} is not one OPA verifies (P-256, P-384, P-521)")
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            alg = "EdDSA"
         else:
             alg = DEFAULT_ALGORITHM
     _check_key_fits(key, alg)

@@ -33,6 +33,7 @@ from .keys import (
     MAX_KEY_BYTES,
     PrivateKey,
     check_algorithm,
+    quiet_key_length,
     read_key_argument,
     signing_key,
 )
@@ -150,7 +151,8 @@ class BundleSigner:
     def sign(self, files: Mapping[str, bytes]) -> bytes:
         """The ``.signatures.json`` content for a bundle made of ``files``."""
         try:
-            token = jwt.PyJWS().encode(self.payload(files), self._key, algorithm=self.alg, headers={"kid": self.key_id})
+            with quiet_key_length():
+                token = jwt.PyJWS().encode(self.payload(files), self._key, algorithm=self.alg, headers={"kid": self.key_id})
         except jwt.PyJWTError as exc:
             raise BundleError(f"cannot sign: {exc}") from None
         return canonical_json({"signatures": [token]})

@@ -25,7 +25,7 @@ import jwt
 from ..errors import BundleError, BundleVerificationError, PolicyFormatError
 from ..policy.canonical import strict_loads
 from .gojson import JSONNumber, file_digest, go_json, parse_json_exact
-from .keys import PublicKey, verification_key
+from .keys import PublicKey, quiet_key_length, verification_key
 from .roots import check_roots
 from .signing import PAYLOAD_FIELDS, is_integer
 from .tarball import SIGNATURES_FILE, Bundle
@@ -121,7 +121,8 @@ def _verify(bundle: Bundle, key: bytes | PublicKey, alg: str, scope: str | None,
     if info.alg != alg:
         raise BundleVerificationError(f"signature: algorithm {info.alg!r} does not match the expected {alg!r}")
     try:
-        jwt.PyJWS().decode_complete(info.token, key, algorithms=[alg])
+        with quiet_key_length():
+            jwt.PyJWS().decode_complete(info.token, key, algorithms=[alg])
     except jwt.InvalidSignatureError:
         raise BundleVerificationError("signature: invalid (not made by the verification key)") from None
     except jwt.DecodeError:

@@ -13,7 +13,7 @@ from ..policy.keyring import Keyring
 __all__ = ["read_seed", "register"]
 
 _HEX_SEED = re.compile(r"^[0-9a-f]{64}$")
-BUNDLE_ALGORITHMS = ("RS256", "PS256", "ES256")
+BUNDLE_ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--algorithm",
         default="ed25519",
         choices=("ed25519", *BUNDLE_ALGORITHMS),
-        help="ed25519 signs policy.json; RS256/PS256/ES256 sign OPA bundles (default: ed25519)",
+        help="ed25519 signs policy.json; RS256/PS256/ES256/EdDSA sign OPA bundles (PEM files; default: ed25519)",
     )
     gen.add_argument("--keyring", metavar="FILE", help="also pin the ed25519 public key in this keyring file")
     gen.set_defaults(handler=_generate)
@@ -64,11 +64,13 @@ def _generate(args: argparse.Namespace) -> int:
         return 0
 
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-    private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
     if args.algorithm == "ES256":
         private = ec.generate_private_key(ec.SECP256R1())
+    elif args.algorithm == "EdDSA":
+        private = ed25519.Ed25519PrivateKey.generate()
     else:
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = private.private_bytes(

@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config.add_argument("--polling-max", type=int, default=120, metavar="SECONDS", help="and at most this often (default: 120)")
     config.add_argument("--decision-logs", choices=("console", "service"), help="also configure OPA decision logs")
     config.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    _add_unsigned_option(config, "write a config without a signing block: OPA then activates UNSIGNED bundles (unsafe)")
     config.set_defaults(handler=_opa_config)
 
     publish = sub.add_parser("publish", help="write a static site serving policies, keys and bundles")
@@ -37,7 +38,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     publish.add_argument("--file", required=True, action="append", metavar="FILE", help="policy.json; repeat for several")
     add_signing_options(publish)
     add_verify_options(publish)
+    _add_unsigned_option(publish, "publish bundles without --signing-key: UNSIGNED bundles anyone can alter (unsafe)")
     publish.set_defaults(handler=_publish)
+
+
+def _add_unsigned_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--allow-unsigned-bundles", action="store_true", help=text)
+
+
+def _warn_unsigned(what: str) -> None:
+    print(f"warning: {what}: bundles are NOT signed; accepted only because of --allow-unsigned-bundles", file=sys.stderr)
 
 
 def _opa_config(args: argparse.Namespace) -> int:
@@ -58,8 +68,11 @@ def _opa_config(args: argparse.Namespace) -> int:
             min_delay_seconds=args.polling_min,
             max_delay_seconds=args.polling_max,
             decision_logs=args.decision_logs,
+            allow_unsigned_bundles=args.allow_unsigned_bundles,
         )
     )
+    if key is None:
+        _warn_unsigned("opa-config: the config has no signing block")
     if args.out:
         atomic_write(args.out, text.encode())
         print(f"Wrote OPA config for {len(args.workspace)} workspace(s) to {args.out}")
@@ -70,6 +83,13 @@ def _opa_config(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     signer = signer_from(args)
+    if signer is None:
+        if not args.allow_unsigned_bundles:
+            raise SekuireError(
+                "no --signing-key: the bundles would be unsigned; give a key "
+                "(or --allow-unsigned-bundles to publish unsigned bundles on purpose)"
+            )
+        _warn_unsigned("publish")
     publications = []
     for file in args.file:
         policy = policy_from(args, file)

@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
+from ..bundle.keys import check_algorithm
 from ..errors import CompileError
+from ..rego.library import check_workspace_id
 
 __all__ = ["DEFAULT_KEY_ID", "DEFAULT_SERVICE", "OPAConfigOptions", "bundle_name", "bundle_resource", "opa_config", "opa_config_yaml"]
 
@@ -26,6 +28,8 @@ _ASYMMETRIC = ("RS", "PS", "ES")
 
 @dataclass(frozen=True)
 class OPAConfigOptions:
+    """What ``sekuire opa-config`` writes: the service, the workspaces, how OPA verifies and polls their bundles."""
+
     service_url: str
     workspaces: tuple[str, ...]
     verification_key: str | None = None  # PEM public key, or the HMAC secret for HS* algorithms
@@ -36,23 +40,34 @@ class OPAConfigOptions:
     max_delay_seconds: int = 120
     decision_logs: str | None = None  # None, "console" or "service"
     service_headers: dict[str, str] = field(default_factory=dict)
+    #: Without a verification key OPA activates unsigned bundles: refused unless this is set (an explicit flag).
+    allow_unsigned_bundles: bool = False
 
 
 def bundle_name(workspace_id: str) -> str:
-    return f"sekuire-{workspace_id}"
+    """The name OPA knows a workspace's bundle by (in its status, decision logs and ``/health?bundles``)."""
+    return f"sekuire-{check_workspace_id(workspace_id)}"
 
 
 def bundle_resource(workspace_id: str) -> str:
-    return f"bundles/{workspace_id}.tar.gz"
+    """Where a workspace's bundle lives on the bundle server (the layout ``sekuire publish`` writes)."""
+    return f"bundles/{check_workspace_id(workspace_id)}.tar.gz"
 
 
 def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
+    """The OPA configuration document; CompileError (or BundleError for the algorithm) on anything OPA would refuse."""
     if not options.workspaces:
         raise CompileError("at least one workspace is needed")
     if not options.service_url.startswith(("http://", "https://")):
         raise CompileError(f"service URL must be http(s): {options.service_url!r}")
     if options.min_delay_seconds <= 0 or options.max_delay_seconds < options.min_delay_seconds:
         raise CompileError("polling delays must satisfy 0 < min <= max")
+    check_algorithm(options.signing_alg)
+    if options.verification_key is None and not options.allow_unsigned_bundles:
+        raise CompileError(
+            "no verification key: OPA would activate unsigned bundles; give --verification-key "
+            "(or --allow-unsigned-bundles to write such a config on purpose)"
+        )
     service: dict[str, Any] = {"url": options.service_url.rstrip("/")}
     if options.service_headers:
         service["headers"] = dict(options.service_headers)
@@ -98,4 +113,5 @@ _Dumper.add_representer(str, _str)
 
 
 def opa_config_yaml(options: OPAConfigOptions) -> str:
+    """:func:`opa_config` as the YAML ``opa run --config-file`` reads."""
     return yaml.dump(opa_config(options), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
