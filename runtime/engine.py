@@ -68,9 +68,13 @@ def rule_ref(path: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    # regorus' compile errors quote the source over several lines; the first one names the problem.
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
+    """One line: regorus' "error: ..." line and its "--> file:line:col" where it quotes the source."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    error = next((line for line in lines if line.startswith("error:")), None)
+    if error is None:
+        return (lines[0] if lines else type(exc).__name__)[:300]
+    where = next((line[3:].strip() for line in lines if line.startswith("-->")), "")
+    return (error.removeprefix("error:").strip() + (f" (at {where})" if where else ""))[:300]
 
 
 class Engine(abc.ABC):

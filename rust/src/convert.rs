@@ -37,7 +37,7 @@ fn value(object: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         return int(number);
     }
     if let Ok(number) = object.cast::<PyFloat>() {
-        return float(number.value());
+        return float(number);
     }
     if depth >= MAX_DEPTH {
         if object.is_instance_of::<PyDict>() || object.is_instance_of::<PyList>() || object.is_instance_of::<PyTuple>() {
@@ -89,11 +89,17 @@ fn int_repr(number: &Bound<'_, PyAny>) -> PyResult<String> {
     py.get_type::<PyInt>().call_method1("__repr__", (number,))?.extract()
 }
 
-fn float(number: f64) -> PyResult<Value> {
-    if !number.is_finite() {
-        return Err(PyValueError::new_err(format!("Out of range float values are not JSON compliant: {number}")));
+fn float(number: &Bound<'_, PyFloat>) -> PyResult<Value> {
+    let real = number.value();
+    if !real.is_finite() {
+        return Err(PyValueError::new_err(format!("Out of range float values are not JSON compliant: {real}")));
     }
-    Ok(Value::from(number))
+    if real.abs() <= F64_EXACT {
+        return Ok(Value::from(real));
+    }
+    // Large floats: regorus reads json.dumps' text of them in its own way; read exactly that text.
+    let text: String = number.py().get_type::<PyFloat>().call_method1("__repr__", (number,))?.extract()?;
+    Value::from_json_str(&text).map_err(|error| PyValueError::new_err(format!("{error:#}")))
 }
 
 /// A dict key as json.dumps writes it.
@@ -124,25 +130,39 @@ fn key_text(key: &Bound<'_, PyAny>) -> PyResult<String> {
     )))
 }
 
+/// Largest integer every f64 holds exactly (2^53).
+const F64_EXACT: f64 = 9_007_199_254_740_992.0;
+
 pub fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::Null | Value::Undefined => py.None().into_bound(py),
         Value::Bool(flag) => PyBool::new(py, *flag).to_owned().into_any(),
         Value::String(text) => PyString::new(py, text).into_any(),
+        // As json.loads reads regorus' JSON of it: regorus writes integral values (floats too) as digits
+        // (beyond 2^53 a float's shortest decimal, zero-padded), which serde_json keeps as an integer
+        // if it fits 64 bits and turns into a float otherwise; other values are floats.
         Value::Number(number) => {
-            if number.is_integer() {
-                if let Some(small) = number.as_i64() {
-                    small.into_pyobject(py)?.into_any()
-                } else if let Some(large) = number.as_u64() {
-                    large.into_pyobject(py)?.into_any()
-                } else {
-                    py.get_type::<PyInt>().call1((number.format_decimal(),))?
+            let exact = number.as_f64().filter(|real| real.abs() <= F64_EXACT);
+            match (number.is_integer(), exact) {
+                (true, Some(real)) => (real as i64).into_pyobject(py)?.into_any(),
+                // Read by serde_json, as regorus' own JSON writer does.
+                (true, None) => {
+                    let parsed = number.format_decimal().parse::<serde_json::Number>().ok();
+                    if let Some(small) = parsed.as_ref().and_then(serde_json::Number::as_i64) {
+                        small.into_pyobject(py)?.into_any()
+                    } else if let Some(large) = parsed.as_ref().and_then(serde_json::Number::as_u64) {
+                        large.into_pyobject(py)?.into_any()
+                    } else if let Some(real) = parsed.as_ref().and_then(serde_json::Number::as_f64) {
+                        PyFloat::new(py, real).into_any()
+                    } else {
+                        return Err(PyValueError::new_err("cannot encode the result: a number is out of range"));
+                    }
                 }
-            } else {
-                match number.as_f64() {
+                (false, Some(real)) => PyFloat::new(py, real).into_any(),
+                (false, None) => match number.as_f64() {
                     Some(real) => PyFloat::new(py, real).into_any(),
-                    None => py.get_type::<PyFloat>().call1((number.format_decimal(),))?,
-                }
+                    None => return Err(PyValueError::new_err("cannot encode the result: a number is not finite")),
+                },
             }
         }
         Value::Array(items) => {
