@@ -11,7 +11,7 @@ mod convert;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard, Once, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, OnceLock, RwLock};
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -97,6 +97,44 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+// -- at most one evaluation per CPU ---------------------------------------------------------------
+
+/// Evaluations running at once, process-wide, are capped at the CPU count: more would only
+/// time-slice, and regorus' global compiled-regex cache (a mutex) convoys when its holder is
+/// preempted. Callers beyond the cap wait here, with the GIL released.
+struct Gate {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Pass<'a>(&'a Gate);
+
+impl Gate {
+    fn global() -> &'static Gate {
+        static GATE: OnceLock<Gate> = OnceLock::new();
+        GATE.get_or_init(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+            Gate { free: Mutex::new(cpus), freed: Condvar::new() }
+        })
+    }
+
+    fn enter(&self) -> Pass<'_> {
+        let mut free = lock(&self.free);
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *free -= 1;
+        Pass(self)
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.free) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 // -- the policy ---------------------------------------------------------------------------------
 
 /// One compiled entry point: the RVM program, the interpreter's compiled policy, idle VMs.
@@ -158,7 +196,9 @@ impl Policy {
             None => self.new_vm(&entry.program).map_err(Failure::Eval)?,
         };
         vm.set_input(input.clone());
-        let value = match vm.execute_entry_point_by_name(rule) {
+        let pass = Gate::global().enter();
+        let outcome = vm.execute_entry_point_by_name(rule);
+        let value = match outcome {
             Ok(value) => {
                 vm.set_input(Value::Null);
                 let mut idle = lock(&entry.idle);
@@ -175,6 +215,7 @@ impl Policy {
             }
             Err(error) => return Err(Failure::Eval(error.to_string())),
         };
+        drop(pass);
         if value == Value::Undefined {
             return Err(Failure::Undefined);
         }
