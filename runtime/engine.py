@@ -44,9 +44,16 @@ __all__ = ["EmbeddedEngine", "Engine", "decision_path", "rule_ref"]
 
 logger = logging.getLogger(__name__)
 
-# Measured on the vector policy's decision over a mix of six action types (regorus 0.14.1 through
-# _regorus, CPython 3.11, a 2-core VM shared with other work, so +-30%):
-#   MEASUREMENTS_PENDING
+# Measured on the bench workload's 10,000-entry policy (tests/bench; regorus 0.14.1 through _regorus,
+# CPython 3.11, a 2-core VM shared with other work, so +-30%):
+#   one decision, GIL released inside: tool ~16 us, api ~15, rate_limit ~19, model ~45, network ~55,
+#                    filesystem ~65 (regorus 0.13 through gordon-to-regorus: ~55 us on the six-type mix
+#                    where this binding takes ~45);
+#   binding overhead (trivial rule): 2.0 us with Python objects in and out, 7.0 us with JSON text
+#                    (a reused encoder, evaluate_json, json.loads), so objects it is;
+#   load + compile the decision: 8 ms (10 entries) to 24 ms (10,000); first decision 0.2-0.6 ms;
+#   tool decisions on 1 / 2 / 8 threads sharing one engine: ~60k / ~100k / ~67k per second (1.95 CPUs
+#                    busy at 2 threads; at 8, GIL hand-offs between Python threads cost the difference).
 
 _MAX_KEY_BYTES = 1 << 16
 
