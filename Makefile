@@ -8,7 +8,7 @@ OPA         := $(TOOLS)/opa
 export PATH := $(TOOLS):$(PATH)
 export SEKUIRE_OPA := $(OPA)
 
-.PHONY: setup opa test rego-test pytest demo bench lint fuzz clean
+.PHONY: setup opa test rego-test pytest demo bench lint typecheck fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt rust/Cargo.toml rust/Cargo.lo
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt setuptools setuptools-rust wheel
-	$(BIN)/pip install -q -c constraints.txt --no-build-isolation -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt --no-build-isolation -e '.[test,all,lint]'
 	touch $@
 
 # The real OPA, pinned, in a git-ignored tool folder; a no-op when it is already there.
@@ -45,11 +45,22 @@ demo: setup
 bench: setup opa
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
-lint: setup opa
+lint: setup opa typecheck
 	rm -rf build/rego-lint
 	$(BIN)/sekuire policy rego --tests --out build/rego-lint
 	$(OPA) fmt --list --fail build/rego-lint
 	$(OPA) check --strict build/rego-lint
+	$(BIN)/ruff check --select F compiler runtime policies
+
+# mypy --strict and pyright on the package as it installs (compiler/ as sekuire.compiler, ...): a hard-linked
+# copy of the tree under build/typecheck/sekuire, since neither checker reads setuptools' package-dir mapping.
+typecheck: setup
+	rm -rf build/typecheck && mkdir -p build/typecheck/sekuire
+	for d in compiler runtime policies; do cp -al $$d build/typecheck/sekuire/$$d; done
+	find build/typecheck -name __pycache__ -prune -exec rm -rf {} +
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p sekuire.compiler -p sekuire.runtime -p sekuire.policies
+	printf '{"include": ["sekuire"], "pythonVersion": "3.11", "venvPath": "../..", "venv": "$(VENV)"}' > build/typecheck/pyrightconfig.json
+	cd build/typecheck && ../../$(BIN)/pyright
 
 # Coverage-guided with atheris where it installs; otherwise tests.fuzz falls back to hypothesis.
 fuzz: setup

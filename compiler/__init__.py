@@ -1,10 +1,15 @@
-"""sekuire.compiler: verify workspace policy.json files and compile them into OPA bundles."""
+"""sekuire.compiler: verify workspace policy.json files and compile them into OPA bundles.
+
+Every public name is imported on first use: ``sekuire --help`` and an agent
+that only enforces never load what they do not call (pydantic models, Jinja2,
+the bundle-signing stack of PyJWT and cryptography).
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .canonical import canonical_json
 from .errors import (
     BackendError,
     BadSignatureError,
@@ -20,40 +25,50 @@ from .errors import (
     UnknownKeyError,
     UnsignedPolicyError,
 )
-from .integrity import content_hash, sign_document, verify_document
-from .keyring import Keyring
-from .policy import Policy, load_policy, parse_policy
+from .version import __version__
 
-__version__ = "0.1.0"
-
-# Imported on first use: an agent that only enforces never loads Jinja2 or the bundle-signing stack
-# (PyJWT, cryptography: about 20 MiB of the runtime's resident memory).
 _LAZY = {
-    "Bundle": ".bundle",
-    "build_bundle": ".bundle",
-    "load_bundle": ".bundle",
-    "read_bundle": ".bundle",
-    "BundleSigner": ".bundle_signing",
-    "VerifiedBundle": ".bundle_signing",
-    "verify_bundle": ".bundle_signing",
-    "CompiledPolicy": ".compile",
-    "compile_policy": ".compile",
+    "canonical_json": ".policy.canonical",
+    "content_hash": ".policy.integrity",
+    "sign_document": ".policy.integrity",
+    "verify_document": ".policy.integrity",
+    "Keyring": ".policy.keyring",
+    "Policy": ".policy.document",
+    "load_policy": ".policy.document",
+    "parse_policy": ".policy.document",
+    "Bundle": ".bundle.tarball",
+    "build_bundle": ".bundle.tarball",
+    "load_bundle": ".bundle.tarball",
+    "read_bundle": ".bundle.tarball",
+    "BundleSigner": ".bundle.signing",
+    "VerifiedBundle": ".bundle.verify",
+    "verify_bundle": ".bundle.verify",
+    "CompiledPolicy": ".rego.compile",
+    "compile_policy": ".rego.compile",
 }
 
 if TYPE_CHECKING:
-    from .bundle import Bundle, build_bundle, load_bundle, read_bundle
-    from .bundle_signing import BundleSigner, VerifiedBundle, verify_bundle
-    from .compile import CompiledPolicy, compile_policy
+    from .bundle.signing import BundleSigner
+    from .bundle.tarball import Bundle, build_bundle, load_bundle, read_bundle
+    from .bundle.verify import VerifiedBundle, verify_bundle
+    from .policy.canonical import canonical_json
+    from .policy.document import Policy, load_policy, parse_policy
+    from .policy.integrity import content_hash, sign_document, verify_document
+    from .policy.keyring import Keyring
+    from .rego.compile import CompiledPolicy, compile_policy
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "BackendError",

@@ -1,21 +1,27 @@
-"""``get_agent``: an agent whose model selection, rate limits and tool calls pass through the enforcer.
+"""``get_agent``: an agent whose model selection, model server, rate limits and tool calls pass through the enforcer.
 
-Every :meth:`Agent.chat` runs, before any request reaches the model server:
-``enforce_model(model, provider)``, ``enforce_rate_limit("request")`` and
-``enforce_rate_limit("token", reserve)``. Token accounting follows OpenAI's own
-rate limiter: ``reserve`` = a prompt estimate (about four characters a token,
-plus a few per message) + ``max_tokens``, so a call the policy admitted cannot
-overshoot the limit by more than the estimate's error. When the response
-reports ``usage.total_tokens`` above the reserve, the excess is counted too (the
-tokens are spent; the next call sees them). A reserve above the actual use is
-not returned: the limiter can only err on the strict side. Pass a realistic
-``max_tokens`` to keep the two close.
+Every :meth:`Agent.chat` runs, before any request (and the API key) reaches the
+model server: ``enforce_model(model, provider)``; ``enforce_network(host,
+scheme)`` of the LLM client's ``base_url`` (when the client has one and the
+policy has a ``permissions.network`` section: a policy without one does not
+restrict the model server, and the agent says so once at WARNING);
+``enforce_rate_limit("request")`` and ``enforce_rate_limit("token", reserve)``.
 
-Without a policy.json, :func:`get_agent` enforces a *development policy* built
-from sekuire.yml: unsigned, allowing exactly the manifest's provider, model and
-tools, with no network, filesystem or API permissions and no rate limits. It is
-logged as a warning, because it is the developer's declaration, not the
-workspace's policy.
+Token accounting follows OpenAI's own rate limiter: ``reserve`` = a prompt
+estimate (about four characters a token, plus a few per message) +
+``max_tokens``, or :data:`DEFAULT_COMPLETION_RESERVE` tokens when the call sets
+no ``max_tokens``. After the answer the agent counts what was used: the
+response's ``usage.total_tokens``, or, when the server reports none, an
+estimate from the request and the response text (characters / 4, never less).
+Use beyond the reserve is counted at once (the tokens are spent; the next call
+sees them); a reserve above the actual use is not returned: the limiter can
+only err on the strict side.
+
+Without a policy.json, :func:`get_agent` refuses, naming the missing file,
+unless the caller opts into a *development policy* (``allow_development_policy=True``
+or ``SEKUIRE_ALLOW_DEV_POLICY=true``): one built from sekuire.yml, unsigned,
+allowing exactly the manifest's provider, model and tools, with no network,
+filesystem or API permissions and no rate limits, logged at WARNING.
 """
 
 from __future__ import annotations
@@ -23,28 +29,35 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
 
 from ..compiler.errors import PolicyFormatError
-from ..compiler.integrity import content_hash
-from ..compiler.keyring import Keyring
-from ..compiler.policy import Policy, load_policy, parse_policy
+from ..compiler.policy.document import Policy, load_policy, parse_policy
+from ..compiler.policy.integrity import content_hash
+from ..compiler.policy.keyring import Keyring
 from .enforcer import PolicyEnforcer
 from .errors import InvalidActionError, SekuireRuntimeError
-from .llm import ChatModel, OpenAIChatClient
+from .llm import ChatModel, OpenAIChatClient, redact_url
 from .manifest import DEFAULT_MANIFEST_FILE, Manifest, ManifestError, load_manifest
+from .tokens import estimate_tokens, estimate_used, total_tokens
 
 __all__ = [
+    "ALLOW_DEV_POLICY_ENV",
     "Agent",
+    "DEFAULT_COMPLETION_RESERVE",
     "DEFAULT_POLICY_FILE",
     "DEVELOPMENT_WORKSPACE",
     "PROVIDER_BASE_URLS",
+    "aget_agent",
     "development_policy",
     "estimate_tokens",
     "get_agent",
@@ -55,31 +68,30 @@ logger = logging.getLogger(__name__)
 DEFAULT_POLICY_FILE = "policy.json"
 DEVELOPMENT_WORKSPACE = "development"
 #: Where a provider's OpenAI-compatible API lives when sekuire.yml gives no ``agent.llm.base_url``.
-PROVIDER_BASE_URLS = {"openai": "https://api.openai.com/v1"}
+PROVIDER_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+    "google": "https://generativelanguage.googleapis.com/v1beta/openai",
+}
+#: Set to ``true`` (any case, nothing around it) to let get_agent enforce a development policy.
+ALLOW_DEV_POLICY_ENV = "SEKUIRE_ALLOW_DEV_POLICY"
+#: Tokens reserved for the answer of a chat that sets no ``max_tokens``.
+DEFAULT_COMPLETION_RESERVE = 1024
 
-_CHARS_PER_TOKEN = 4
-_TOKENS_PER_MESSAGE = 4  # role and framing tokens of the chat format
 
 ToolFunction = Callable[..., Any]
 F = TypeVar("F", bound=ToolFunction)
 
 
-def estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """A rough prompt size in tokens (text parts only): what is reserved before the model answers."""
-    chars = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            chars += sum(len(part["text"]) for part in content if isinstance(part, Mapping) and isinstance(part.get("text"), str))
-    return math.ceil(chars / _CHARS_PER_TOKEN) + _TOKENS_PER_MESSAGE * len(messages)
+@dataclass(frozen=True)
+class _Call:
+    """One chat call, checked and ready: what the policy is asked about and what is reserved."""
 
-
-def _total_tokens(response: Any) -> int | None:
-    usage = response.get("usage") if isinstance(response, Mapping) else None
-    total = usage.get("total_tokens") if isinstance(usage, Mapping) else None
-    return total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+    messages: list[Mapping[str, Any]]
+    model: str
+    provider: str | None
+    reserve: int
+    endpoint: tuple[str, str] | None
 
 
 class Agent:
@@ -103,13 +115,16 @@ class Agent:
         self.provider = provider
         self._owns_llm = owns_llm
         self._tools: dict[str, ToolFunction] = {}
+        self._unchecked_endpoint_logged = False
 
     @property
     def policy(self) -> Policy:
+        """The verified policy the agent enforces."""
         return self.enforcer.policy
 
     @property
     def tools(self) -> Mapping[str, ToolFunction]:
+        """The registered tools by name (read-only); each call goes through ``enforce_tool``."""
         return MappingProxyType(self._tools)
 
     # -- tools ----------------------------------------------------------------------------
@@ -153,36 +168,57 @@ class Agent:
     # -- chat -----------------------------------------------------------------------------
 
     def chat(
-        self, messages: Sequence[Mapping[str, Any]], *, model: str | None = None, max_tokens: int | None = None, **kwargs: Any
+        self,
+        messages: str | Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
-        """One chat completion (OpenAI response shape), after the model and rate-limit checks pass."""
-        model, provider, reserve = self._prepare(messages, model, max_tokens)
-        self.enforcer.enforce_model(model, provider)
+        """One chat completion (OpenAI response shape), after the policy allows model, server and rate.
+
+        ``messages`` is a list of ``{"role", "content"}`` objects, or a string: one user message.
+        """
+        call = self._prepare(messages, model, max_tokens)
+        self.enforcer.enforce_model(call.model, call.provider)
+        if call.endpoint is not None:
+            self.enforcer.enforce_network(*call.endpoint)
         self.enforcer.enforce_rate_limit("request")
-        self.enforcer.enforce_rate_limit("token", reserve)
-        response = self._llm().complete(model, messages, max_tokens=max_tokens, **kwargs)
-        self._account(reserve, response)
+        self.enforcer.enforce_rate_limit("token", call.reserve)
+        response = self._llm().complete(call.model, call.messages, max_tokens=max_tokens, **kwargs)
+        self._account(call, response)
         return response
 
     async def achat(
-        self, messages: Sequence[Mapping[str, Any]], *, model: str | None = None, max_tokens: int | None = None, **kwargs: Any
+        self,
+        messages: str | Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
-        model, provider, reserve = self._prepare(messages, model, max_tokens)
-        await self.enforcer.aenforce_model(model, provider)
+        """The asyncio twin of :meth:`chat`."""
+        call = self._prepare(messages, model, max_tokens)
+        await self.enforcer.aenforce_model(call.model, call.provider)
+        if call.endpoint is not None:
+            await self.enforcer.aenforce_network(*call.endpoint)
         await self.enforcer.aenforce_rate_limit("request")
-        await self.enforcer.aenforce_rate_limit("token", reserve)
+        await self.enforcer.aenforce_rate_limit("token", call.reserve)
         llm = self._llm()
         acomplete = getattr(llm, "acomplete", None)
+        response: dict[str, Any]
         if acomplete is not None:
-            response = await acomplete(model, messages, max_tokens=max_tokens, **kwargs)
+            response = await acomplete(call.model, call.messages, max_tokens=max_tokens, **kwargs)
         else:
-            response = await asyncio.to_thread(llm.complete, model, messages, max_tokens=max_tokens, **kwargs)
-        self._account(reserve, response)
+            response = await asyncio.to_thread(llm.complete, call.model, call.messages, max_tokens=max_tokens, **kwargs)
+        self._account(call, response)
         return response
 
-    def _prepare(self, messages: Any, model: str | None, max_tokens: Any) -> tuple[str, str | None, int]:
-        if not isinstance(messages, Sequence) or isinstance(messages, str) or not all(isinstance(m, Mapping) for m in messages):
-            raise InvalidActionError("messages must be a list of {'role', 'content'} objects")
+    def _prepare(self, messages: Any, model: str | None, max_tokens: Any) -> _Call:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        if not isinstance(messages, Sequence) or not all(isinstance(m, Mapping) for m in messages):
+            raise InvalidActionError("messages must be a string or a list of {'role', 'content'} objects")
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
             raise InvalidActionError("max_tokens must be a positive integer")
         chosen = model or self.model
@@ -190,7 +226,32 @@ class Agent:
             raise InvalidActionError(f"agent {self.name!r} has no model: pass model= or set agent.llm.model in sekuire.yml")
         # The manifest's provider belongs to the manifest's model; for any other model the policy infers it.
         provider = self.provider if chosen == self.model else None
-        return chosen, provider, estimate_tokens(messages) + (max_tokens or 0)
+        reserve = estimate_tokens(messages) + (max_tokens if max_tokens is not None else DEFAULT_COMPLETION_RESERVE)
+        return _Call(list(messages), chosen, provider, reserve, self._endpoint())
+
+    def _endpoint(self) -> tuple[str, str] | None:
+        """(host, scheme) of the LLM client's ``base_url`` when the policy restricts the network, else None."""
+        base_url = getattr(self.llm, "base_url", None)
+        if base_url is None:
+            return None  # an in-process or custom client: where it sends is its own business
+        base_url = str(base_url) if isinstance(base_url, httpx.URL) else base_url
+        if not isinstance(base_url, str):
+            raise InvalidActionError(f"agent {self.name!r}: the LLM client's base_url is not a string")
+        permissions = self.policy.content.permissions
+        if permissions is None or permissions.network is None:
+            if not self._unchecked_endpoint_logged:
+                self._unchecked_endpoint_logged = True
+                logger.warning(
+                    "agent %s: policy %s has no permissions.network section, so the model server %s is not checked",
+                    self.name, self.policy.policy_id, redact_url(base_url),
+                )
+            return None
+        try:
+            parts = urlsplit(base_url)
+        except ValueError:
+            raise InvalidActionError(f"agent {self.name!r}: the LLM client's base_url is not a URL") from None
+        # The host as the URL names it (port and brackets kept: the policy's host rules remove them).
+        return parts.netloc.rpartition("@")[2], parts.scheme
 
     def _llm(self) -> ChatModel:
         if self.llm is None:
@@ -199,23 +260,26 @@ class Agent:
             )
         return self.llm
 
-    def _account(self, reserved: int, response: Any) -> None:
-        used = _total_tokens(response)
+    def _account(self, call: _Call, response: Any) -> None:
+        used = total_tokens(response)
         if used is None:
-            logger.debug("agent %s: the response reports no usage.total_tokens; %d tokens counted", self.name, reserved)
-        elif used > reserved:
+            used = estimate_used(call.messages, response)
+            logger.debug("agent %s: the response reports no usage.total_tokens; estimated %d tokens", self.name, used)
+        if used > call.reserve:
             # Spent already: counted whatever the limit says, so the next call is judged on real usage.
-            self.enforcer.record_usage("token", used - reserved)
+            self.enforcer.record_usage("token", used - call.reserve)
 
     # -- lifetime -------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Close the enforcer and, when the agent built it, the LLM client."""
         self.enforcer.close()
         close = getattr(self.llm, "close", None)
         if self._owns_llm and close is not None:
             close()
 
     async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
         await self.enforcer.aclose()
         aclose = getattr(self.llm, "aclose", None)
         if self._owns_llm and aclose is not None:
@@ -241,7 +305,6 @@ def development_policy(manifest: Manifest) -> Policy:
             "models": {"allowed_providers": [manifest.llm.provider], "allowed_models": [manifest.llm.model]},
             "capabilities": {"allowed_tools": list(manifest.tools)},
         },
-        "rate_limits": {},
     }
     document = {
         "policy_id": f"dev-{manifest.name}",
@@ -262,8 +325,14 @@ def _default_llm(manifest: Manifest) -> OpenAIChatClient | None:
     api_key = os.environ.get(env)
     if api_key is None and manifest.llm.api_key_env:
         logger.warning("%s: environment variable %s (agent.llm.api_key_env) is not set; calling %s without an API key",
-                       manifest.path, env, base_url)
+                       manifest.path, env, redact_url(base_url))
     return OpenAIChatClient(base_url, api_key)
+
+
+def _dev_policy_allowed(allow: bool | None) -> bool:
+    if allow is not None:
+        return allow
+    return os.environ.get(ALLOW_DEV_POLICY_ENV, "").lower() == "true"
 
 
 def get_agent(
@@ -274,18 +343,30 @@ def get_agent(
     llm: ChatModel | None = None,
     keyring: Keyring | str | os.PathLike[str] | None = None,
     allow_unsigned: bool = False,
+    allow_development_policy: bool | None = None,
     **enforcer_kwargs: Any,
 ) -> Agent:
-    """The agent ``name``: enforcing policy.json (verified) if it exists, else a development policy from sekuire.yml.
+    """The agent ``name``, enforcing policy.json (verified).
 
-    ``enforcer_kwargs`` go to :class:`PolicyEnforcer` (``warn_only``, ``on_violation``,
-    ``engine``, ``decision_log``, ...); ``agent_id`` defaults to ``name``.
+    Without policy.json it refuses, unless ``allow_development_policy`` is true (None:
+    ``SEKUIRE_ALLOW_DEV_POLICY=true``); then it enforces the unsigned
+    :func:`development_policy` of sekuire.yml. Without ``llm`` the agent builds an
+    :class:`OpenAIChatClient` from sekuire.yml's ``agent.llm`` (``provider``, ``model``,
+    ``base_url``, ``api_key_env``). ``enforcer_kwargs`` go to :class:`PolicyEnforcer`
+    (``warn_only``, ``on_violation``, ``engine``, ``decision_log``, ...); ``agent_id``
+    defaults to ``name``.
     """
     manifest = load_manifest(manifest_path) if Path(manifest_path).exists() else None
     if manifest is not None and manifest.name != name:
         raise ManifestError(f"defines agent {manifest.name!r}, not {name!r}", source=str(manifest_path), pointer="/agent/name")
     if Path(policy_path).exists():
         policy = load_policy(policy_path, keyring, allow_unsigned)
+    elif not _dev_policy_allowed(allow_development_policy):
+        raise PolicyFormatError(
+            "no such file: pull the workspace policy (`sekuire policy pull`), or pass allow_development_policy=True "
+            f"(or set {ALLOW_DEV_POLICY_ENV}=true) to enforce an unsigned policy derived from {manifest_path}",
+            source=str(policy_path),
+        )
     elif manifest is not None:
         policy = development_policy(manifest)
         logger.warning(
@@ -310,3 +391,13 @@ def get_agent(
         provider=manifest.llm.provider if manifest else None,
         owns_llm=owns_llm,
     )
+
+
+async def aget_agent(
+    name: str,
+    policy_path: str | os.PathLike[str] = DEFAULT_POLICY_FILE,
+    manifest_path: str | os.PathLike[str] = DEFAULT_MANIFEST_FILE,
+    **kwargs: Any,
+) -> Agent:
+    """The asyncio twin of :func:`get_agent`: the files are read and the policy compiled off the event loop."""
+    return await asyncio.to_thread(get_agent, name, policy_path, manifest_path, **kwargs)

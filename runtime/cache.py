@@ -76,5 +76,6 @@ class DecisionCache(Generic[V]):
                 self._entries.popitem(last=False)
 
     def clear(self) -> None:
+        """Drop every cached decision."""
         with self._lock:
             self._entries.clear()

@@ -29,7 +29,8 @@ from typing import Any
 
 import httpx
 
-from ..compiler.backend import (
+from ..compiler.errors import BackendError, IntegrityError, KeyringError
+from ..compiler.policy.backend import (
     DEFAULT_BACKEND,
     DEFAULT_TIMEOUT,
     Fetched,
@@ -39,9 +40,8 @@ from ..compiler.backend import (
     fetch_public_key,
     verify_active_policy,
 )
-from ..compiler.errors import BackendError, IntegrityError, KeyringError
-from ..compiler.keyring import Keyring, resolve_keyring
-from ..compiler.policy import Policy
+from ..compiler.policy.document import Policy
+from ..compiler.policy.keyring import Keyring, resolve_keyring
 
 __all__ = ["AsyncPolicyClient", "PolicyClient", "PolicyRollbackError", "check_succession", "version_order"]
 

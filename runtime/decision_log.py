@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from ..compiler import __version__
+from ..compiler.version import __version__
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

@@ -21,77 +21,28 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ..compiler.policy import Policy
+from ..compiler.policy.document import Policy
 from .cache import DecisionCache
+from .counters import DecisionCounters
+from .decision import ENGINE_UNAVAILABLE, Decision, PolicyViolationError, Violation
 from .decision_log import DecisionLogger, DecisionSink, LoggingSink
 from .engine import EmbeddedEngine, Engine, decision_path
-from .errors import EngineError, EngineResponseError, PolicyViolationError
+from .errors import EngineError
 from .normalize import check_amount, check_kind, check_name, normalize_action
 from .ratelimit import RateLimiter, Reservation
 
-__all__ = [
-    "DEV_OVERRIDE_ENV",
-    "Decision",
-    "ENGINE_UNAVAILABLE",
-    "PolicyEnforcer",
-    "Violation",
-]
+__all__ = ["DEV_OVERRIDE_ENV", "PolicyEnforcer"]
 
 logger = logging.getLogger(__name__)
 
 #: Set to ``true`` to turn every enforcer created afterwards into warn-only mode (development only).
 DEV_OVERRIDE_ENV = "SEKUIRE_POLICY_DEV_OVERRIDE"
-#: The rule of the deny that stands in for a decision the engine could not give.
-ENGINE_UNAVAILABLE = "engine.unavailable"
 
 ViolationCallback = Callable[[str, str], Any]
-
-
-@dataclass(frozen=True)
-class Violation:
-    rule: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A decision of the contract: ``allow`` iff there are no ``violations``; ``raw`` is the engine's object."""
-
-    allow: bool
-    violations: tuple[Violation, ...] = ()
-    # Compared but not hashed (dicts are not hashable): decisions can go in sets.
-    policy: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
-
-    @property
-    def allowed(self) -> bool:
-        return self.allow
-
-    @classmethod
-    def from_result(cls, raw: Mapping[str, Any]) -> Decision:
-        """Read an engine's answer; anything off-contract is an EngineResponseError (and so a deny)."""
-        allow = raw.get("allow")
-        items = raw.get("violations")
-        if not isinstance(allow, bool) or not isinstance(items, list):
-            raise EngineResponseError("the decision lacks a boolean 'allow' or a 'violations' array")
-        violations = []
-        for item in items:
-            if not (isinstance(item, dict) and isinstance(item.get("rule"), str) and isinstance(item.get("message"), str)):
-                raise EngineResponseError("a violation lacks a string 'rule' or 'message'")
-            violations.append(Violation(item["rule"], item["message"]))
-        if allow == bool(violations):
-            raise EngineResponseError(f"the decision says allow={allow} with {len(violations)} violation(s)")
-        policy = raw.get("policy")
-        return cls(allow, tuple(violations), policy if isinstance(policy, dict) else {}, raw)
-
-    @classmethod
-    def failure(cls, reason: str) -> Decision:
-        """The deny that stands in for a decision the engine could not give."""
-        return cls(False, (Violation(ENGINE_UNAVAILABLE, reason),))
 
 
 def _dev_override() -> bool:
@@ -119,12 +70,14 @@ class PolicyEnforcer:
         cache: bool | DecisionCache[Decision] = True,
         decision_log: DecisionLogger | DecisionSink | None = None,
         rate_limiter: RateLimiter | None = None,
+        counters: DecisionCounters | None = None,
     ) -> None:
         """``engine`` defaults to an :class:`EmbeddedEngine` compiled from ``policy`` (closed with the enforcer).
 
         ``decision_log`` defaults to a :class:`LoggingSink` when the policy sets
         ``compliance.require_audit_logging``; pass a sink or logger to send events elsewhere.
-        ``rate_limiter`` may be shared by enforcers that should count together.
+        ``rate_limiter`` may be shared by enforcers that should count together, and so may
+        ``counters`` (the allowed/denied totals a heartbeat reports).
         """
         if not isinstance(policy, Policy):
             raise TypeError(f"policy must be a verified sekuire.compiler.Policy (see load_policy), not {type(policy).__name__}")
@@ -141,6 +94,7 @@ class PolicyEnforcer:
         else:
             self.cache = DecisionCache(ttl=self.engine.decision_ttl) if cache else None
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
+        self.counters = counters if counters is not None else DecisionCounters()
         compliance = policy.content.compliance
         if decision_log is not None:
             self.decision_log: DecisionLogger | None = DecisionLogger.of(decision_log)
@@ -282,6 +236,7 @@ class PolicyEnforcer:
         return self._record(query, decision, fresh=True)
 
     def _record(self, query: _Query, decision: Decision, *, fresh: bool = False, failed: bool = False) -> Decision:
+        self.counters.count(decision.allow)
         if fresh and self.cache is not None and query.key is not None:
             # Stored under the revision read *before* the query: if the engine moved on meanwhile,
             # the entry is never looked up again.

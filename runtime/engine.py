@@ -10,7 +10,7 @@ Every engine failure surfaces as :class:`EngineError`, which the enforcer turns
 into a deny. The regorus binding (``sekuire.runtime._regorus``, built from
 ``rust/`` over the upstream ``regorus`` crate) is used only in this module.
 
-Why one shared :class:`_regorus.Policy` per engine (numbers below): it compiles
+Why one shared ``_regorus.Policy`` per engine (numbers below): it compiles
 each entry point once into an immutable RVM program and evaluates on a pool of
 VMs with the GIL released, so any number of threads share it, without
 per-thread state, locks in Python or copies of the program.
@@ -28,17 +28,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..compiler.compile import CompiledPolicy, compile_policy
 from ..compiler.errors import BundleVerificationError
 from ..compiler.files import read_limited
-from ..compiler.policy import Policy
-from ..compiler.regolib import workspace_root
-from . import _regorus
+from ..compiler.policy.document import Policy
+from ..compiler.rego.compile import CompiledPolicy, compile_policy
+from ..compiler.rego.library import workspace_root
+from ._regorus import CompileError as RegoCompileError
+from ._regorus import Policy as RegoPolicy
+from ._regorus import RegorusError, UndefinedError
 from .errors import EngineResponseError, EngineUnavailable, InvalidActionError
 
 if TYPE_CHECKING:
-    from ..compiler.bundle import Bundle
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+    from ..compiler.bundle.tarball import Bundle
 
 __all__ = ["EmbeddedEngine", "Engine", "decision_path", "rule_ref"]
 
@@ -148,8 +151,8 @@ class EmbeddedEngine(Engine):
         self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
         try:
-            self._policy: _regorus.Policy | None = _regorus.Policy(sorted(modules.items()), json.dumps(data))
-        except _regorus.RegorusError as exc:
+            self._policy: RegoPolicy | None = RegoPolicy(sorted(modules.items()), json.dumps(data))
+        except RegorusError as exc:
             raise EngineResponseError(f"cannot load the policy: {_first_line(exc)}") from None
         for path in entry_points:
             self._compile(path)
@@ -187,8 +190,9 @@ class EmbeddedEngine(Engine):
         A bundle without signatures is refused unless ``allow_unsigned``, and then logged.
         """
         # Imported here: an enforcer compiled from a policy never needs tar or the JWT stack.
-        from ..compiler.bundle import load_bundle, read_bundle
-        from ..compiler.bundle_signing import verify_bundle
+        from ..compiler.bundle.roots import check_roots
+        from ..compiler.bundle.tarball import load_bundle, read_bundle
+        from ..compiler.bundle.verify import verify_bundle
 
         loaded = read_bundle(bundle, source="<bytes>") if isinstance(bundle, bytes) else load_bundle(bundle)
         if loaded.signed:
@@ -201,6 +205,7 @@ class EmbeddedEngine(Engine):
             raise BundleVerificationError("the bundle is not signed (allow_unsigned=True to load it anyway)", source=loaded.source)
         else:
             logger.warning("loading the unsigned bundle %s: its content is not verified", loaded.source)
+            check_roots(loaded)  # verify_bundle checks the roots of a signed bundle
         workspace = _bundle_workspace(loaded)
         return cls(
             loaded.modules,
@@ -219,7 +224,7 @@ class EmbeddedEngine(Engine):
     def bundles(self) -> dict[str, str]:
         return {self._bundle_name: self._revision}
 
-    def _live(self) -> _regorus.Policy:
+    def _live(self) -> RegoPolicy:
         policy = self._policy
         if policy is None:
             raise EngineUnavailable("the embedded engine is closed")
@@ -238,7 +243,7 @@ class EmbeddedEngine(Engine):
         ref = self._rule(path)
         try:
             self._live().compile(ref)
-        except _regorus.RegorusError as exc:
+        except RegorusError as exc:
             raise EngineResponseError(f"cannot compile {ref}: {_first_line(exc)}") from None
 
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
@@ -246,11 +251,11 @@ class EmbeddedEngine(Engine):
         ref = self._rule(path)
         try:
             result = policy.evaluate(ref, input)
-        except _regorus.UndefinedError:
+        except UndefinedError:
             raise EngineResponseError(f"{path}: undefined (no rule at this path answered)") from None
-        except _regorus.CompileError as exc:
+        except RegoCompileError as exc:
             raise EngineResponseError(f"cannot compile {ref}: {_first_line(exc)}") from None
-        except _regorus.RegorusError as exc:
+        except RegorusError as exc:
             raise EngineResponseError(f"{path}: {_first_line(exc)}") from None
         except (TypeError, ValueError) as exc:
             # Raised only by the conversion of the input, with json.dumps' wording.

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..compiler.errors import SekuireError
-from ..compiler.policy import Policy
+from ..compiler.policy.document import Policy
 from .client import AsyncPolicyClient, PolicyClient
-from .enforcer import Decision, PolicyEnforcer
+from .counters import DecisionCounters
+from .decision import Decision
+from .enforcer import PolicyEnforcer
 from .errors import SekuireRuntimeError
 from .ratelimit import RateLimiter
 
@@ -70,6 +72,8 @@ class PolicyGateway:
             enforcer_factory = functools.partial(PolicyEnforcer, **enforcer_kwargs)
         self._factory = enforcer_factory
         self._active: _Active | None = None
+        #: Decisions of every enforcer this gateway installs, across policy swaps (read by Beacon).
+        self.counters = DecisionCounters()
         # Serialise refreshes (not checks): two heartbeats must not race to install different enforcers.
         self._lock = threading.Lock()
         self._alock = asyncio.Lock()
@@ -197,6 +201,7 @@ class PolicyGateway:
         return policy.hash != self.policy_hash
 
     def _install(self, policy: Policy, enforcer: PolicyEnforcer) -> None:
+        enforcer.counters = self.counters
         previous, self._active = self._active, _Active(policy, enforcer)
         if previous is None:
             logger.info("workspace %s: enforcing policy %s v%s (hash %.16s)", self.workspace_id, policy.policy_id,

@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from ..compiler.canonical import strict_loads
 from ..compiler.errors import PolicyFormatError
 from ..compiler.files import read_limited
+from ..compiler.policy.canonical import strict_loads
 from .errors import SekuireRuntimeError
 
 __all__ = ["DEFAULT_MANIFEST_FILE", "LLMConfig", "Manifest", "ManifestError", "load_manifest", "manifest_input"]

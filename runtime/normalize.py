@@ -2,13 +2,15 @@
 
 Pure functions. Two kinds of bad input are told apart:
 
-- a *bad argument* (not a string, an empty name, NUL in a path, an unknown
+- a *bad argument* (not a string, an empty name, a control character in a
+  name, NUL in a path, an unknown
   operation, a value longer than :data:`MAX_VALUE_LENGTH`, a path deeper than
   :data:`MAX_PATH_SEGMENTS`) is a caller bug and
   raises :class:`InvalidActionError` before any query;
 - a *hostile value* of the right type (``evil.com/@x``, ``https://host``,
-  ``relative/path``) is passed through, so the Rego denies it with
-  ``network.invalid_host`` or ``fs.invalid_path`` and the decision log shows it.
+  `` host`` with whitespace around it, ``relative/path``, ``/a/%2e%2e``) is
+  passed through, so the Rego denies it with ``network.invalid_host`` or
+  ``fs.invalid_path`` and the decision log shows it.
 
 The Rego normalises hosts again and accepts only paths already in normal form
 (DESIGN.md section 4), so a client querying OPA directly gets the same decision;
@@ -24,8 +26,8 @@ import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..compiler.lowering import FILE_OPERATIONS as _OPERATIONS
-from ..compiler.lowering import MAX_SAFE_INTEGER
+from ..compiler.rego.lowering import FILE_OPERATIONS as _OPERATIONS
+from ..compiler.rego.lowering import MAX_SAFE_INTEGER
 from .errors import InvalidActionError
 
 __all__ = [
@@ -60,7 +62,8 @@ FILE_OPERATIONS = frozenset(_OPERATIONS)
 
 RATE_LIMIT_KINDS = frozenset({"request", "token"})
 
-_ASCII_SPACE = " \t\r\n\f\v"
+# C0 (U+0000-U+001F), DEL and C1 (U+007F-U+009F): the Rego's lib.has_control.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 # The Rego's forms: a port is 0-65535 without leading zeros; "[v6]" or "[v6]:port"; "name" or "name:port".
 _PORT = r"(?:0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
@@ -89,24 +92,29 @@ def _check_string(value: object, field: str) -> str:
 
 
 def check_name(name: object, field: str = "name") -> str:
-    """A tool, capability, API or model name: a non-empty string without NUL, compared exactly."""
+    """A tool, capability, API, model or provider name: a non-empty string without control characters.
+
+    NUL and the other C0, DEL and C1 control characters are refused here and are
+    ``input.invalid`` in the Rego, so a direct query is judged the same.
+    """
     name = _check_string(name, field)
     if not name:
         raise InvalidActionError(f"{field} must not be empty")
-    if "\0" in name:
-        raise InvalidActionError(f"{field} contains NUL")
+    if _CONTROL.search(name):
+        raise InvalidActionError(f"{field} contains a control character")
     return name
 
 
 def normalize_host(host: object) -> str:
-    """Strip ASCII whitespace, fold ASCII case, drop a ``:port``, IPv6 brackets and one trailing dot.
+    """Fold ASCII case, drop a ``:port``, IPv6 brackets and one trailing dot.
 
     This mirrors the Rego's own host normalisation and is no more lenient: a
     spelling the Rego calls ``network.invalid_host`` (``[api.openai.com]``,
-    ``host:99999``, a non-ASCII letter that folds to ASCII) comes back unchanged
-    for the Rego to deny. Only a non-string or oversized host raises.
+    ``host:99999``, a non-ASCII letter that folds to ASCII, whitespace around
+    the host: it is not stripped) comes back unchanged for the Rego to deny.
+    Only a non-string or oversized host raises.
     """
-    value = _check_string(host, "host").strip(_ASCII_SPACE).translate(_ASCII_LOWER)
+    value = _check_string(host, "host").translate(_ASCII_LOWER)
     bracketed = _BRACKETED.fullmatch(value)
     if bracketed:
         return bracketed[1] if _is_ipv6(bracketed[1]) else value

@@ -6,7 +6,11 @@ them). The backend answers:
 
 - ``GET /v1/workspaces/<ws>/policies/active`` with a strong ETag and 304 for a matching If-None-Match;
 - ``GET /v1/keys/<id>``;
-- ``POST /v1/workspaces/<ws>/agents`` (the push), recording the JSON it received.
+- ``POST /v1/workspaces/<ws>/agents`` (the push), recording the JSON it received;
+- ``POST /v1/workspaces/<ws>/agents/<agent>/heartbeat`` with the active policy's hash;
+- ``GET /v1/workspaces/<ws>/agents/<agent>/tasks`` (each queued task is handed out once) and
+  ``POST .../tasks/<id>/result``, recording the results.
+- ``POST /v1/agents`` (a push without a workspace), recorded under ``agents[""]``.
 """
 
 from __future__ import annotations
@@ -121,6 +125,56 @@ class PolicyBackend(_Server):
     policy_status: int | None = None
     #: When set, a policy body is cut after this many bytes and the connection closed (Content-Length stays full).
     cut_after: int | None = None
+    #: Heartbeats received: (workspace, agent, body).
+    heartbeats: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    #: When set, heartbeats are answered with this status (and an error body), or with exactly this body.
+    heartbeat_status: int | None = None
+    heartbeat_body: bytes | None = None
+    next_heartbeat_s: Any = None
+    #: Queued tasks per (workspace, agent), and the results posted per task id.
+    tasks: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: When set, result posts are answered with this status and not recorded.
+    result_status: int | None = None
+
+    def add_task(self, workspace: str, agent: str, task: dict[str, Any]) -> None:
+        with self.lock:
+            self.tasks.setdefault((workspace, agent), []).append(task)
+
+    def _heartbeat(self, handler: http.server.BaseHTTPRequestHandler, ws: str, agent: str, body: bytes) -> None:
+        with self.lock:
+            self.heartbeats.append((ws, agent, json.loads(body)))
+        if self.heartbeat_status is not None:
+            return _send(handler, self.heartbeat_status, b'{"error":"heartbeat refused"}')
+        if self.heartbeat_body is not None:
+            return _send(handler, 200, self.heartbeat_body)
+        document = self.policies.get(ws)
+        answer: dict[str, Any] = {"active_policy_hash": json.loads(document)["hash"] if document else None}
+        if self.next_heartbeat_s is not None:
+            answer["next_heartbeat_s"] = self.next_heartbeat_s
+        return _send(handler, 200, _json(answer))
+
+    def _agent_endpoint(self, handler: http.server.BaseHTTPRequestHandler, method: str, parts: list[str], body: bytes) -> bool:
+        """The section 10 agent endpoints; False when ``parts`` is none of them."""
+        if len(parts) < 6 or parts[:2] != ["v1", "workspaces"] or parts[3] != "agents":
+            return False
+        ws, agent, rest = parts[2], parts[4], parts[5:]
+        if method == "POST" and rest == ["heartbeat"]:
+            self._heartbeat(handler, ws, agent, body)
+        elif method == "GET" and rest == ["tasks"]:
+            with self.lock:
+                handed, self.tasks[(ws, agent)] = self.tasks.get((ws, agent), []), []
+            _send(handler, 200, _json({"tasks": handed}))
+        elif method == "POST" and len(rest) == 3 and rest[0] == "tasks" and rest[2] == "result":
+            if self.result_status is not None:
+                _send(handler, self.result_status, b'{"error":"results refused"}')
+                return True
+            with self.lock:
+                self.results[rest[1]] = json.loads(body)
+            _send(handler, 200, b'{"ok":true}')
+        else:
+            return False
+        return True
 
     def set_policy(self, document: dict[str, Any] | None = None, workspace: str | None = None, *, body: bytes | None = None) -> None:
         ws = workspace or (document or {}).get("workspace_id") or "ws_abc123"
@@ -145,12 +199,20 @@ class PolicyBackend(_Server):
             return _send(handler, 200, document, {"ETag": etag} if self.etags else None)
         if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "keys"] and parts[2] in self.keys:
             return _send(handler, 200, self.keys[parts[2]])
+        if method == "POST" and parts == ["v1", "agents"]:  # a push without a workspace: kept under ""
+            with self.lock:
+                received = self.agents.setdefault("", [])
+                received.append(json.loads(body))
+                agent_id = f"agent_{len(received)}"
+            return _send(handler, 201, _json({"agent_id": agent_id, "status": "registered"}))
         if method == "POST" and len(parts) == 4 and parts[:2] == ["v1", "workspaces"] and parts[3] == "agents":
             with self.lock:
                 received = self.agents.setdefault(parts[2], [])
                 received.append(json.loads(body))
                 agent_id = f"agent_{len(received)}"
             return _send(handler, 201, _json({"agent_id": agent_id, "status": "registered"}))
+        if self._agent_endpoint(handler, method, parts, body):
+            return None
         return _send(handler, 404, b'{"error":"not found"}')
 
 
@@ -160,6 +222,10 @@ class ChatServer(_Server):
 
     total_tokens: int = 30
     status: int = 200
+    #: False: answers carry no ``usage`` (as some compatible servers do).
+    report_usage: bool = True
+    #: When set, the assistant's answer is this text instead of the echo.
+    reply: str | None = None
 
     def answer(self, handler: http.server.BaseHTTPRequestHandler, method: str, body: bytes) -> None:
         if method != "POST" or not handler.path.endswith("/chat/completions"):
@@ -169,11 +235,15 @@ class ChatServer(_Server):
         request = json.loads(body)
         last = request["messages"][-1]["content"]
         prompt = self.total_tokens // 3
-        return _send(handler, 200, _json({
+        answer: dict[str, Any] = {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",
             "created": 0,
             "model": request["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"echo: {last}"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": self.total_tokens - prompt, "total_tokens": self.total_tokens},
-        }))
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": self.reply if self.reply is not None else f"echo: {last}"}}],
+        }
+        if self.report_usage:
+            answer["usage"] = {"prompt_tokens": prompt, "completion_tokens": self.total_tokens - prompt,
+                               "total_tokens": self.total_tokens}
+        return _send(handler, 200, _json(answer))

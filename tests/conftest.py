@@ -18,17 +18,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-
 from sekuire.compiler import Keyring
 
 pytest_plugins = ["tests.enforcer_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SEKUIRE_SHARED", ROOT.parent / "shared"))
-VECTORS = SHARED / "vectors"
+#: The shared test vectors, copied into the repository byte for byte (tests/vectors/README.md).
+VECTORS = ROOT / "tests" / "vectors"
 ENVELOPE_VECTORS = VECTORS / "policy-envelope.json"
 VECTOR_POLICY = VECTORS / "policy.json"
 
@@ -39,6 +39,23 @@ def find_opa() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def _needs_opa(item: pytest.Item) -> bool:
+    """Whether a test runs the real OPA: it uses ``opa_bin`` (directly or through a fixture) or the "opa" engine."""
+    callspec = getattr(item, "callspec", None)
+    return "opa_bin" in getattr(item, "fixturenames", ()) or (
+        callspec is not None and callspec.params.get("engine_kind") == "opa"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The ``opa`` marker goes on exactly the tests that need the real OPA (``-m "not opa"`` runs the others)."""
+    for item in items:
+        if item.get_closest_marker("opa") is not None and not _needs_opa(item):
+            raise pytest.UsageError(f"{item.nodeid}: marked opa but uses no OPA fixture; the marker is automatic")
+        if _needs_opa(item):
+            item.add_marker(pytest.mark.opa)
 
 
 @pytest.fixture(scope="session")
@@ -185,6 +202,19 @@ def backend(envelope_vectors):
     backend.set_policy(envelope_vectors["valid"])
     backend.set_key("key_test_1", envelope_vectors["key"]["public_key_hex"])
     return backend
+
+
+@pytest.fixture()
+def documents(envelope_vectors, vector_seed) -> dict[str, bytes]:
+    """The vector policy as v1 and, with one more allowed tool ("shell"), as v2 (both signed by key_test_1)."""
+    from .backend_server import signed_policy
+
+    def more(content: dict[str, Any]) -> None:
+        content["agent"]["capabilities"]["allowed_tools"].append("shell")
+
+    v1 = envelope_vectors["valid"]
+    v2 = signed_policy(v1, vector_seed, version="2", edit_content=more)
+    return {"v1": json.dumps(v1).encode(), "v2": json.dumps(v2).encode()}
 
 
 @pytest.fixture()

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sekuire.compiler import Keyring, Policy, load_policy, sign_document
-from sekuire.compiler.compile import CompiledPolicy, compile_policy
+from sekuire.compiler.rego.compile import CompiledPolicy, compile_policy
 from sekuire.runtime import EmbeddedEngine, OPAEngine, PolicyEnforcer
 
 from .conftest import VECTOR_POLICY, OPAServer

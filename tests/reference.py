@@ -8,36 +8,76 @@ docs/policy-semantics.md; the Rego library must agree with it on every action.
 
     decide(content, input_document, meta) -> {"allow", "violations", "policy"}
     check_manifest(content, manifest, meta) -> {"allow", "violations", "warnings", "policy"}
+    normalize_action(action) -> the action the runtime should send, or None when it must refuse it
+
+It imports nothing from the project and copies none of its regular expressions
+or tables: hosts are read with explicit character sets and :mod:`ipaddress`,
+paths with :func:`posixpath.normpath`, so it is an independent oracle for the
+runtime's normaliser (runtime/normalize.py) as well as for the Rego.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
+import posixpath
+import string
+from pathlib import Path
 from typing import Any
 
-__all__ = ["ACTION_TYPES", "FILE_OPERATIONS", "MAX_SAFE_INTEGER", "check_manifest", "decide", "parse_host"]
+__all__ = [
+    "ACTION_TYPES",
+    "FILE_OPERATIONS",
+    "MAX_SAFE_INTEGER",
+    "check_manifest",
+    "decide",
+    "normalize_action",
+    "normalize_host",
+    "normalize_path",
+    "parse_host",
+]
 
 ACTION_TYPES = ("api", "capability", "filesystem", "model", "network", "rate_limit", "tool")
 FILE_OPERATIONS = ("append", "create", "delete", "execute", "list", "read", "write")
 MAX_SAFE_INTEGER = 2**53 - 1
 
+_SEMANTICS = Path(__file__).resolve().parent.parent / "docs" / "policy-semantics.md"
+
+
+def _documented_prefixes(text: str) -> dict[str, str]:
+    """The model-name prefix table of docs/policy-semantics.md (two prefix/provider pairs per row), read from the page.
+
+    The reference takes the table from the documentation, not from the compiler's
+    copy, so a prefix the compiler ships but the page does not name (or the other
+    way round) makes the differential test fail.
+    """
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.replace(" ", "") == "|prefix|provider||prefix|provider|")
+    table: dict[str, str] = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        for prefixes, provider in ((cells[0], cells[1]), (cells[3], cells[4])):
+            for prefix in prefixes.split(","):
+                table[prefix.strip().strip("`")] = provider
+    return table
+
+
 # Model-name prefix -> provider. A prefix ending in "-" is plain; a family name must be
 # followed by the end of the name, "-", "_", ".", ":" or a digit.
-PROVIDER_PREFIXES = {
-    "gpt-": "openai", "chatgpt-": "openai", "o1": "openai", "o3": "openai", "o4": "openai",
-    "claude-": "anthropic", "gemini-": "google", "mistral-": "mistral", "mixtral-": "mistral",
-    "codestral": "mistral", "llama": "meta", "command-": "cohere", "deepseek-": "deepseek", "grok-": "xai",
-}
+PROVIDER_PREFIXES = _documented_prefixes(_SEMANTICS.read_text(encoding="utf-8"))
 
 _TYPE_LIST = ", ".join(ACTION_TYPES)
 _OPERATION_LIST = ", ".join(FILE_OPERATIONS)
-_HOST_CHARS = re.compile(r"[A-Za-z0-9._:\[\]-]+")
-_PORT = r"(?:0|[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-_BRACKETED = re.compile(r"\[([0-9A-Za-z:.]+)\](?::" + _PORT + ")?")
-_IPV4 = re.compile(r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")
-_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
-_NUMERIC = re.compile(r"[0-9]+|0x[0-9a-f]*")
+
+# The grammar below is written from docs/policy-semantics.md with explicit character sets,
+# str methods and :mod:`ipaddress`; it shares no code, regex or table with the runtime or the Rego.
+_DIGITS = frozenset(string.digits)
+_HEX = frozenset(string.hexdigits)  # both cases
+_LOWER_HEX = frozenset("0123456789abcdef")
+_HOST_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._-:[]")
+_LABEL_CHARACTERS = frozenset(string.ascii_lowercase + string.digits + "_-")
+_IPV6_CHARACTERS = _LOWER_HEX | {":", "."}
 
 
 def _ascii_lower(text: str) -> str:
@@ -59,6 +99,16 @@ def _non_empty_string(value: Any) -> bool:
     return isinstance(value, str) and value != ""
 
 
+def _is_control(char: str) -> bool:
+    """C0 controls, DEL and C1 controls (U+0000-U+001F, U+007F-U+009F)."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code < 0xA0
+
+
+def _has_control(value: Any) -> bool:
+    return isinstance(value, str) and any(_is_control(c) for c in value)
+
+
 def _safe_count(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -69,10 +119,20 @@ def _safe_count(value: Any) -> bool:
 
 
 def _name_matches(pattern: str, name: str) -> bool:
+    """``*`` is any run of characters: match the literal pieces left to right, the first and last anchored."""
     if "*" not in pattern:
         return pattern == name
-    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
-    return re.fullmatch(regex, name, re.DOTALL) is not None
+    pieces = pattern.split("*")
+    first, last = pieces[0], pieces[-1]
+    if len(name) < len(first) + len(last) or not name.startswith(first) or not name.endswith(last):
+        return False
+    position, stop = len(first), len(name) - len(last)
+    for piece in pieces[1:-1]:
+        found = name.find(piece, position, stop)
+        if found < 0:
+            return False
+        position = found + len(piece)
+    return True
 
 
 def _any_name(patterns: list[str], name: str) -> bool:
@@ -82,79 +142,125 @@ def _any_name(patterns: list[str], name: str) -> bool:
 # -- hosts ---------------------------------------------------------------------------------------------
 
 
+def _port(text: str) -> bool:
+    """0-65535 in decimal without leading zeros."""
+    if not text or not set(text) <= _DIGITS:
+        return False
+    return (text == "0" or not text.startswith("0")) and int(text) <= 65535
+
+
+def _dotted_quad(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        part and set(part) <= _DIGITS and (part == "0" or not part.startswith("0")) and int(part) <= 255
+        for part in parts
+    )
+
+
+def _carries_ipv4(address: ipaddress.IPv6Address) -> bool:
+    """The unspecified address, or an address that embeds or aliases an IPv4 address."""
+    value = int(address)
+    high96 = value >> 32
+    return (
+        (high96 == 0 and value != 1)  # :: and IPv4-compatible ::a.b.c.d (the loopback ::1 excepted)
+        or high96 == 0xFFFF  # IPv4-mapped ::ffff:a.b.c.d
+        or high96 == 0xFFFF_0000  # IPv4-translated ::ffff:0:a.b.c.d
+        or high96 == 0x0064_FF9B_0000_0000_0000_0000  # NAT64 64:ff9b::/96
+        or value >> 80 == 0x0064_FF9B_0001  # local-use NAT64 64:ff9b:1::/48
+        or address.sixtofour is not None  # 2002::/16
+        or address.teredo is not None  # 2001::/32
+    )
+
+
 def _ipv6(text: str) -> tuple[str, str] | None:
-    text = text.lower()
-    if not re.fullmatch(r"[0-9a-f:.]+", text):
+    text = _ascii_lower(text)
+    if not text or not set(text) <= _IPV6_CHARACTERS:
         return None
     try:
         address = ipaddress.IPv6Address(text)
     except ValueError:
         return None
-    if address.ipv4_mapped is not None:
-        return None
-    return ("ipv6", text)
+    return None if _carries_ipv4(address) else ("ipv6", text)
+
+
+def _dns_name(name: str) -> bool:
+    labels = name.split(".")
+    if len(name) > 253 or not all(0 < len(label) <= 63 and set(label) <= _LABEL_CHARACTERS for label in labels):
+        return False
+    last = labels[-1]
+    numeric = set(last) <= _DIGITS or (last.startswith("0x") and set(last[2:]) <= _LOWER_HEX)
+    return not numeric
 
 
 def parse_host(raw: str) -> tuple[str, str] | None:
     """(kind, normalised host) with kind "name", "ipv4" or "ipv6"; None for network.invalid_host."""
-    if not _HOST_CHARS.fullmatch(raw):
+    if not raw or not set(raw) <= _HOST_CHARACTERS:
         return None
-    bracketed = _BRACKETED.fullmatch(raw)
-    if bracketed:
-        return _ipv6(bracketed.group(1))
+    if raw.startswith("["):
+        inside, close, rest = raw[1:].partition("]")
+        if not close or (rest and not (rest.startswith(":") and _port(rest[1:]))):
+            return None
+        return _ipv6(inside)
     if "[" in raw or "]" in raw:
         return None
-    if raw.count(":") >= 2:
+    if raw.count(":") > 1:
         return _ipv6(raw)
     name, colon, port = raw.partition(":")
-    if colon and not re.fullmatch(_PORT, port):
+    if colon and not _port(port):
         return None
-    name = name.lower()
+    name = _ascii_lower(name)
     if name.endswith("."):
         name = name[:-1]
-    if _IPV4.fullmatch(name):
+    if _dotted_quad(name):
         return ("ipv4", name)
-    labels = name.split(".")
-    if len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels) and not _NUMERIC.fullmatch(labels[-1]):
-        return ("name", name)
-    return None
+    return ("name", name) if _dns_name(name) else None
 
 
-def _domain_matches(entry: str, kind: str, host: str) -> bool:
-    entry = entry.lower()
+def _domain_matches(entry: str, kind: str, host: str, blocked: bool) -> bool:
+    entry = _ascii_lower(entry)
+    if entry == "*":
+        return blocked or kind == "name"  # a blocked "*" is a kill switch for IP literals too
     if "/" in entry:
         if kind == "name":
             return False
         network = ipaddress.ip_network(entry, strict=False)
         address = ipaddress.ip_address(host)
         return network.version == address.version and address in network
-    literal = entry[1:-1] if entry.startswith("[") else entry
-    if ":" in literal:
+    if ":" in entry:
+        literal = entry[1:-1] if entry.startswith("[") and entry.endswith("]") else entry
         return kind == "ipv6" and ipaddress.IPv6Address(literal) == ipaddress.IPv6Address(host)
-    entry = entry[:-1] if entry.endswith(".") else entry
-    if _IPV4.fullmatch(entry):
+    if entry.endswith("."):
+        entry = entry[:-1]
+    if _dotted_quad(entry):
         return kind == "ipv4" and entry == host
     if kind != "name":
         return False
-    if entry == "*":
-        return True
     if entry.startswith("*."):
         suffix = entry[2:]
         return host == suffix or host.endswith("." + suffix)
     return entry == host
 
 
-def _any_domain(entries: list[str], kind: str, host: str) -> bool:
-    return any(_domain_matches(e, kind, host) for e in entries)
+def _any_domain(entries: list[str], kind: str, host: str, blocked: bool = False) -> bool:
+    return any(_domain_matches(e, kind, host, blocked) for e in entries)
 
 
 # -- paths ---------------------------------------------------------------------------------------------
 
 
+def _has_escape(path: str) -> bool:
+    """A ``%`` followed by two hex digits (what a URL decoder would turn into another character)."""
+    return any(c == "%" and len(path[i + 1:i + 3]) == 2 and set(path[i + 1:i + 3]) <= _HEX
+               for i, c in enumerate(path))
+
+
 def _normal_path(path: str) -> bool:
     if path == "/":
         return True
-    return path.startswith("/") and "\0" not in path and all(s not in ("", ".", "..") for s in path[1:].split("/"))
+    if not path.startswith("/") or "\0" in path or "\\" in path or _has_escape(path):
+        return False
+    segments = path[1:].split("/")
+    return all(segment and segment[-1] not in ". " for segment in segments)
 
 
 def _path_matches(pattern: str, path: str) -> bool:
@@ -195,6 +301,9 @@ def _tool(content: dict, action: dict, out: set) -> None:
     kind, name = action["type"], action.get("name")
     if not _non_empty_string(name):
         out.add(("input.invalid", f"{kind} action needs a non-empty string name"))
+        return
+    if _has_control(name):
+        out.add(("input.invalid", f"{kind} action name holds a control character"))
         return
     capabilities = _section(content, "agent", "capabilities")
     tools = _section(content, "permissions", "tools")
@@ -237,7 +346,7 @@ def _network(content: dict, action: dict, out: set) -> None:
         out.add(("network.invalid_host", f"host {_q(raw)} is not a valid host name or IP address"))
         return
     kind, host = parsed
-    if _any_domain(section.get("blocked_domains", []), kind, host):
+    if _any_domain(section.get("blocked_domains", []), kind, host, blocked=True):
         out.add(("network.blocked", f"host {_q(host)} is blocked by the workspace policy"))
     if not _any_domain(section.get("allowed_domains", []), kind, host):
         out.add(("network.not_allowed", f"host {_q(host)} is not in the allowed domains"))
@@ -280,6 +389,9 @@ def _api(content: dict, action: dict, out: set) -> None:
     if not _non_empty_string(name):
         out.add(("input.invalid", "api action needs a non-empty string name"))
         return
+    if _has_control(name):
+        out.add(("input.invalid", "api action name holds a control character"))
+        return
     section = _section(content, "permissions", "apis")
     if section is None:
         out.add(("api.missing", "the workspace policy has no API permissions (permissions.apis)"))
@@ -296,8 +408,14 @@ def _model(content: dict, action: dict, out: set) -> None:
     if not _non_empty_string(name):
         out.add(("input.invalid", "model action needs a non-empty string name"))
         valid = False
+    elif _has_control(name):
+        out.add(("input.invalid", "model action name holds a control character"))
+        valid = False
     if given is not None and not _non_empty_string(given):
         out.add(("input.invalid", "model action provider must be a non-empty string"))
+        valid = False
+    elif _has_control(given):
+        out.add(("input.invalid", "model action provider holds a control character"))
         valid = False
     if not valid:
         return
@@ -336,8 +454,7 @@ def _rate_limit(content: dict, action: dict, out: set) -> None:
         return
     section = _section(content, "rate_limits")
     if section is None:
-        out.add(("rate_limit.missing", "the workspace policy has no rate limits (rate_limits)"))
-        return
+        return  # no rate_limits section: no limit (DESIGN.md section 4)
     limits = section.get("requests" if kind == "request" else "tokens") or {}
     for window in ("minute", "hour"):
         maximum = limits.get(f"max_per_{window}")
@@ -444,3 +561,110 @@ def check_manifest(content: dict[str, Any], manifest: Any, meta: dict[str, Any] 
         warnings.add(("manifest.compliance",
                       "the workspace policy requires audit logging; the manifest does not declare logging.enabled: true"))
     return {"allow": not out, "violations": _sorted(out), "warnings": _sorted(warnings), "policy": meta or {}}
+
+
+# -- the runtime's normalisation (DESIGN.md section 4, docs/policy-semantics.md) ------------------------------
+
+#: The runtime refuses longer strings and deeper (normalised) paths as bad arguments (docs/architecture.md).
+LONGEST_VALUE = 2**12
+DEEPEST_PATH = 2**8
+
+_REQUIRED = "required"
+# Per action type: field -> default (None: optional, _REQUIRED: must be given).
+_ACTION_FIELDS: dict[str, dict[str, Any]] = {
+    "tool": {"name": _REQUIRED},
+    "capability": {"name": _REQUIRED},
+    "api": {"name": _REQUIRED},
+    "model": {"name": _REQUIRED, "provider": None},
+    "network": {"host": _REQUIRED, "protocol": "https"},
+    "filesystem": {"path": _REQUIRED, "operation": "read"},
+    "rate_limit": {"kind": _REQUIRED, "amount": 1},
+}
+
+
+class _Refused(Exception):
+    """The runtime must refuse the action before any query (``InvalidActionError``)."""
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > LONGEST_VALUE:
+        raise _Refused
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Refused from None
+    return value
+
+
+def _name(value: Any) -> str:
+    value = _text(value)
+    if value == "" or _has_control(value):
+        raise _Refused
+    return value
+
+
+def normalize_host(raw: str) -> str:
+    """A valid host as the Rego reads it (no port, brackets or trailing dot), ASCII-lower-cased; else as it came."""
+    folded = _ascii_lower(raw)
+    parsed = parse_host(folded)
+    return parsed[1] if parsed is not None else folded
+
+
+def normalize_path(raw: str) -> str:
+    """An absolute path resolved lexically (never above ``/``); a relative one as it came."""
+    if not raw.startswith("/"):
+        return raw
+    resolved = posixpath.normpath(raw)
+    if resolved.startswith("//"):
+        resolved = "/" + resolved.lstrip("/")
+    return resolved
+
+
+def _field(field: str, value: Any) -> Any:
+    if field in ("name", "provider"):
+        return _name(value)
+    if field == "protocol":
+        return _ascii_lower(_name(value))
+    if field == "host":
+        return normalize_host(_text(value))
+    if field == "path":
+        value = _text(value)
+        if "\0" in value:
+            raise _Refused
+        resolved = normalize_path(value)
+        if resolved.startswith("/") and len([s for s in resolved.split("/") if s]) > DEEPEST_PATH:
+            raise _Refused
+        return resolved
+    if field == "operation":
+        if value not in FILE_OPERATIONS:
+            raise _Refused
+        return value
+    if field == "kind":
+        if value not in ("request", "token"):
+            raise _Refused
+        return value
+    # amount
+    if type(value) is not int or not 0 <= value <= MAX_SAFE_INTEGER:
+        raise _Refused
+    return value
+
+
+def normalize_action(action: Any) -> dict[str, Any] | None:
+    """The action the runtime sends (defaults filled in, values normalised), or None when it must refuse it."""
+    if not isinstance(action, dict):
+        return None
+    fields = _ACTION_FIELDS.get(action.get("type")) if isinstance(action.get("type"), str) else None
+    if fields is None or any(key != "type" and key not in fields for key in action):
+        return None
+    result: dict[str, Any] = {"type": action["type"]}
+    try:
+        for field, default in fields.items():
+            if field not in action and default == _REQUIRED:
+                return None
+            value = action.get(field, default)
+            if value is None and default is None:
+                continue
+            result[field] = _field(field, value)
+    except _Refused:
+        return None
+    return result

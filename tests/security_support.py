@@ -16,12 +16,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
 from sekuire.compiler import Keyring, Policy, load_policy, parse_policy
-from sekuire.compiler.bundle import build_bundle
-from sekuire.compiler.bundle_signing import BundleSigner
-from sekuire.compiler.compile import compile_policy
-from sekuire.compiler.integrity import content_hash
+from sekuire.compiler.bundle.signing import BundleSigner
+from sekuire.compiler.bundle.tarball import build_bundle
+from sekuire.compiler.policy.integrity import content_hash
+from sekuire.compiler.rego.compile import compile_policy
 
 from .conftest import ROOT, OPAServer
 

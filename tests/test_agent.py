@@ -8,10 +8,13 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from sekuire.compiler import HashMismatchError, PolicyFormatError
 from sekuire.runtime.agent import development_policy, estimate_tokens, get_agent
-from sekuire.runtime.errors import InvalidActionError, PolicyViolationError, SekuireRuntimeError
+from sekuire.runtime import (
+    InvalidActionError,
+    PolicyViolationError,
+    SekuireRuntimeError,
+)
 from sekuire.runtime.llm import LLMError, OpenAIChatClient
 from sekuire.runtime.manifest import ManifestError, load_manifest, manifest_input
 
@@ -64,12 +67,25 @@ def _limits(requests: int = 60, tokens: int = 40000):
     return edit
 
 
+def _loopback_llm(content: dict) -> None:
+    """The policy's network section also allows the loopback chat server (plain http)."""
+    network = content["permissions"]["network"]
+    network["require_tls"] = False
+    network["allowed_domains"].append("127.0.0.1")
+
+
 @pytest.fixture()
 def agent_factory(project, envelope_vectors, vector_seed, vector_keyring):
     agents = []
 
-    def make(edit=None, **kwargs):
-        policy = _write_policy(project, envelope_vectors, vector_seed, edit)
+    def make(edit=None, *, loopback: bool = True, **kwargs):
+        def edits(content: dict) -> None:
+            if loopback:
+                _loopback_llm(content)
+            if edit is not None:
+                edit(content)
+
+        policy = _write_policy(project, envelope_vectors, vector_seed, edits)
         agent = get_agent("support-bot", policy, project / "sekuire.yml", keyring=vector_keyring, **kwargs)
         agents.append(agent)
         return agent
@@ -127,10 +143,10 @@ def test_tokens_are_reserved_before_and_accounted_after(agent_factory, chat):
     with pytest.raises(PolicyViolationError, match="token rate limit exceeded"):
         agent.chat(HELLO, max_tokens=200)  # the reserve alone is over the limit
     assert server.requests == []
-    agent.chat(HELLO)  # reserves ~5, the server reports 60: 60 counted
-    agent.chat(HELLO)  # 60 + ~5 <= 100: allowed; 120 counted
+    agent.chat(HELLO, max_tokens=1)  # reserves ~6, the server reports 60: 60 counted
+    agent.chat(HELLO, max_tokens=1)  # 60 + ~6 <= 100: allowed; 120 counted
     with pytest.raises(PolicyViolationError, match="token rate limit exceeded: 120 used"):
-        agent.chat(HELLO)
+        agent.chat(HELLO, max_tokens=1)
     assert len(server.requests) == 2
 
 
@@ -152,7 +168,9 @@ def test_llm_failures_are_one_line_errors_without_the_key(agent_factory, chat):
 def test_bad_chat_arguments_are_caller_errors(agent_factory, chat):
     agent = agent_factory()
     with pytest.raises(InvalidActionError, match="messages"):
-        agent.chat("hi")
+        agent.chat(42)
+    with pytest.raises(InvalidActionError, match="messages"):
+        agent.chat(["hi"])
     with pytest.raises(InvalidActionError, match="max_tokens"):
         agent.chat(HELLO, max_tokens=0)
     assert chat[0].requests == []
@@ -234,7 +252,7 @@ def test_async_chat_and_tools(agent_factory, chat):
 def test_without_policy_json_a_development_policy_is_enforced_loudly(project, chat, caplog):
     server, _ = chat
     with caplog.at_level(logging.WARNING):
-        agent = get_agent("support-bot", project / "policy.json", project / "sekuire.yml")
+        agent = get_agent("support-bot", project / "policy.json", project / "sekuire.yml", allow_development_policy=True)
     assert "DEVELOPMENT POLICY for agent support-bot" in caplog.text
     assert agent.policy.signature_status == "unsigned" and agent.policy.workspace_id == "development"
     agent.chat(HELLO)
@@ -271,7 +289,7 @@ def test_a_tampered_policy_json_is_refused(project, envelope_vectors, vector_key
 
 def test_neither_policy_nor_manifest(tmp_path):
     with pytest.raises(PolicyFormatError, match="no such file, and no .*sekuire.yml to derive a development policy"):
-        get_agent("bot", tmp_path / "policy.json", tmp_path / "sekuire.yml")
+        get_agent("bot", tmp_path / "policy.json", tmp_path / "sekuire.yml", allow_development_policy=True)
 
 
 def test_policy_json_without_manifest_needs_model_and_llm(tmp_path, vector_keyring):

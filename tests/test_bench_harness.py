@@ -86,7 +86,6 @@ def test_rows_compare_only_like_with_like():
         report.add(Row("a", "g", "again", "us", 1.0))
 
 
-@pytest.mark.opa
 def test_quick_run_of_the_embedded_rows_reports_ratios_to_real_opa(opa_bin, tmp_path, capsys):
     out = tmp_path / "results.json"
     assert main(["--quick", "--only", "embedded", "--actions", "tool", "--out", str(out), "--opa", opa_bin]) == 0

@@ -23,8 +23,14 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
-from sekuire.compiler.bundle import (
+from sekuire.compiler.bundle.gojson import canonical_form, file_digest
+from sekuire.compiler.bundle.keys import (
+    SIGNING_ALGORITHMS,
+    load_private_key,
+    load_public_key,
+)
+from sekuire.compiler.bundle.signing import BundleSigner
+from sekuire.compiler.bundle.tarball import (
     DATA_FILE,
     MANIFEST_FILE,
     SIGNATURES_FILE,
@@ -34,16 +40,7 @@ from sekuire.compiler.bundle import (
     read_bundle,
     write_bundle,
 )
-from sekuire.compiler.bundle_signing import (
-    SIGNING_ALGORITHMS,
-    BundleSigner,
-    canonical_form,
-    decode_signature,
-    file_digest,
-    load_private_key,
-    load_public_key,
-    verify_bundle,
-)
+from sekuire.compiler.bundle.verify import decode_signature, verify_bundle
 from sekuire.compiler.cli import main
 from sekuire.compiler.errors import BundleError, BundleVerificationError
 
@@ -374,7 +371,6 @@ def test_canonical_form_refuses_what_it_cannot_hash_exactly(written):
         canonical_form("data.json", written)
 
 
-@pytest.mark.opa
 def test_opa_agrees_with_our_canonical_form_on_tricky_json(opa_bin, keys, tmp_path):
     data = (
         b'{"sekuire": {"workspaces": {"ws_t": {"tools": ["calc"], "n": [1.0, 1e3, -0.0, 1E+2, 12345678901234567890],'
@@ -413,7 +409,6 @@ def _reindent(text: str) -> str:
     return "".join(out) + "\n"
 
 
-@pytest.mark.opa
 def test_opa_built_bundle_verifies_and_reindented_data_keeps_its_signature(opa_bin, tmp_path, vector_key_path):
     bundle = load_bundle(OPA_VECTORS / "bundle.tar.gz")
     verified = verify_bundle(bundle, key=Path(vector_key_path).read_bytes())
@@ -428,7 +423,6 @@ def test_opa_built_bundle_verifies_and_reindented_data_keeps_its_signature(opa_b
     assert _opa_verdict(opa_bin, reindented, tmp_path, vector_key_path).returncode == 0
 
 
-@pytest.mark.opa
 def test_changing_one_value_in_the_opa_built_bundle_is_a_digest_mismatch(opa_bin, tmp_path, vector_key_path):
     files = dict(load_bundle(OPA_VECTORS / "bundle.tar.gz").files)
     files[DATA_FILE] = files[DATA_FILE].replace(b'"calc"', b'"rm"')
@@ -448,7 +442,6 @@ def _jwt_parts(signatures_json: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, payload
 
 
-@pytest.mark.opa
 def test_signature_matches_what_opa_build_writes_field_by_field(opa_bin, keys, tmp_path):
     unsigned = _files(build_bundle(Compiled()))
     src = tmp_path / "src"
@@ -660,7 +653,6 @@ def test_verification_key_problems_are_bundle_errors(keys, tmp_path):
 # --- real OPA: activation and tamper ---------------------------------------------------------------
 
 
-@pytest.mark.opa
 @pytest.mark.parametrize("alg", ["RS256", "ES256"])
 def test_opa_run_activates_the_signed_bundle_and_answers(opa_server, keys, tmp_path, alg):
     path = tmp_path / "signed.tar.gz"
@@ -671,14 +663,12 @@ def test_opa_run_activates_the_signed_bundle_and_answers(opa_server, keys, tmp_p
         assert _post_allow(server.url, "rm") is False
 
 
-@pytest.mark.opa
 @pytest.mark.parametrize("alg", SIGNING_ALGORITHMS)
 def test_opa_verifies_every_algorithm_we_sign_with(opa_bin, keys, tmp_path, alg):
     result = _opa_verdict(opa_bin, _signed(keys, alg), tmp_path, _key_arg(keys, alg, tmp_path), alg)
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.opa
 def test_opa_inspect_reads_the_manifest_we_wrote(opa_bin, keys, tmp_path):
     path = tmp_path / "signed.tar.gz"
     path.write_bytes(_signed(keys))
@@ -687,7 +677,6 @@ def test_opa_inspect_reads_the_manifest_we_wrote(opa_bin, keys, tmp_path):
     assert json.loads(result.stdout)["manifest"] == Compiled().manifest
 
 
-@pytest.mark.opa
 @pytest.mark.parametrize("name", [MANIFEST_FILE, DATA_FILE, MODULE, SIGNATURES_FILE])
 def test_one_flipped_byte_in_any_file_is_refused_by_opa_and_by_us(opa_bin, keys, tmp_path, name):
     files = _files(_signed(keys))
@@ -705,7 +694,6 @@ def test_one_flipped_byte_in_any_file_is_refused_by_opa_and_by_us(opa_bin, keys,
         assert f"{name}: digest mismatch" in result.stdout
 
 
-@pytest.mark.opa
 @pytest.mark.parametrize("segment", ["header", "payload", "signature"])
 def test_one_flipped_character_in_each_jwt_segment_is_refused(opa_bin, keys, tmp_path, segment):
     files = _files(_signed(keys))
@@ -721,7 +709,6 @@ def test_one_flipped_character_in_each_jwt_segment_is_refused(opa_bin, keys, tmp
     assert _opa_verdict(opa_bin, tampered, tmp_path, _key_arg(keys, "RS256", tmp_path)).returncode != 0
 
 
-@pytest.mark.opa
 def test_opa_run_exits_on_a_tampered_bundle(opa_server, keys, tmp_path):
     files = _files(_signed(keys))
     files[DATA_FILE] = _flip_last_letter(files[DATA_FILE])
@@ -735,7 +722,6 @@ def test_opa_run_exits_on_a_tampered_bundle(opa_server, keys, tmp_path):
     assert "data.json: digest mismatch" in server.log_path.read_text()
 
 
-@pytest.mark.opa
 def test_scope_must_match_in_opa_and_here(opa_bin, keys, tmp_path):
     signed = _signed(keys, scope="write")
     key_arg = _key_arg(keys, "RS256", tmp_path)
@@ -744,7 +730,6 @@ def test_scope_must_match_in_opa_and_here(opa_bin, keys, tmp_path):
     assert verify_bundle(read_bundle(signed, source="b"), key=keys["RS256"][1], scope="write").scope == "write"
 
 
-@pytest.mark.opa
 def test_opa_refuses_an_unsigned_bundle_when_given_a_key_and_so_do_we(opa_bin, keys, tmp_path):
     unsigned = build_bundle(Compiled())
     result = _opa_verdict(opa_bin, unsigned, tmp_path, _key_arg(keys, "RS256", tmp_path))
@@ -848,7 +833,6 @@ def _random_json_text(rng: random.Random, count: int = 400) -> bytes:
     return ("{" + ", ".join(f"{k}: {v}" for k, v in entries.items()) + "}").encode("utf-8")
 
 
-@pytest.mark.opa
 def test_opa_agrees_with_our_canonical_form_on_random_strings_and_numbers(opa_bin, keys, tmp_path):
     rng = random.Random(20240601)
     files = {

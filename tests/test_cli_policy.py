@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sekuire.compiler import Keyring
 from sekuire.compiler.cli import main
 
@@ -54,13 +53,120 @@ def test_each_invalid_vector_fails_with_one_line(capsys, tmp_path, envelope_vect
     assert fragment in err
 
 
-def test_show_prints_the_summary_block(capsys, vector_keyring):
-    code, out, _ = run_cli(capsys, "policy", "show", "--file", str(VECTOR_POLICY), "--keyring", str(vector_keyring.path))
+SEED_SHOW_LINES = [
+    "Policy ID: policy_xyz",
+    "Workspace ID: ws_abc123",
+    "Version: 1",
+    "Status: active",
+    "Hash: 4fcc7998...",
+    "Signature: d6b06312...",
+    "Signing Key: key_test_1",
+]
+
+
+def test_show_prints_the_seed_lines_then_the_summary_then_the_result(capsys, vector_keyring):
+    code, out, err = run_cli(capsys, "policy", "show", "--file", str(VECTOR_POLICY), "--keyring", str(vector_keyring.path))
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:7] == SEED_SHOW_LINES
+    assert lines[7:] == [
+        "Models:      providers openai, anthropic; models gpt-4o, claude-3-opus",
+        "Tools:       allowed web_search, file_*, github:create_issue; denied file_delete",
+        "Network:     TLS required; allowed api.openai.com, *.anthropic.com; blocked evil.anthropic.com",
+        "Filesystem:  allowed /workspace/*, /tmp/*; blocked /workspace/secrets/*; extensions .txt, .md, .json; any operation",
+        "APIs:        allowed openai, github; blocked (none)",
+        "Rate limits: requests 60/min, 1000/h; tokens 40000/min, 1000000/h",
+        "Compliance:  soc2, audit logging required, data residency eu",
+        "Integrity: verified (hash/signature, key key_test_1)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("content_changed", "/hash: hash mismatch"),
+        ("signature_flipped", "/signature: bad signature"),
+        ("unknown_key", "/signing_key_id: unknown signing key 'key_unknown'"),
+        ("signature_missing", "/signature: unsigned policy"),
+    ],
+)
+def test_show_displays_a_policy_it_cannot_verify_and_exits_1(capsys, tmp_path, envelope_vectors, vector_keyring, name, reason):
+    case = next(c for c in envelope_vectors["invalid"] if c["name"] == name)
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(case["policy"]))
+    code, out, err = run_cli(capsys, "policy", "show", "--file", str(path), "--keyring", str(vector_keyring.path))
+    lines = out.splitlines()
+    assert code == 1 and err == ""
+    assert lines[:4] == SEED_SHOW_LINES[:4] and lines[4] == "Hash: 4fcc7998..."
+    assert lines[5] == ("Signature: (none)" if name == "signature_missing" else f"Signature: {case['policy']['signature'][:8]}...")
+    assert lines[6] == f"Signing Key: {case['policy']['signing_key_id']}"
+    assert lines[-1].startswith("Integrity: NOT verified (") and reason in lines[-1]
+    assert sum(line.startswith("Integrity:") for line in lines) == 1
+
+
+def test_show_without_any_keyring_still_displays(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEKUIRE_KEYRING", str(tmp_path / "absent.json"))
+    code, out, _ = run_cli(capsys, "policy", "show", "--file", str(VECTOR_POLICY))
+    assert code == 1 and out.splitlines()[:7] == SEED_SHOW_LINES
+    assert out.splitlines()[-1].startswith("Integrity: NOT verified (")
+
+
+def test_show_unsigned_with_allow_unsigned_says_so(capsys, tmp_path, envelope_vectors, vector_keyring):
+    case = next(c for c in envelope_vectors["invalid"] if c["name"] == "signature_missing")
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(case["policy"]))
+    code, out, _ = run_cli(capsys, "policy", "show", "--file", str(path), "--keyring", str(vector_keyring.path), "--allow-unsigned")
+    assert code == 0 and out.splitlines()[-1] == "Integrity: hash verified, UNSIGNED (accepted with --allow-unsigned)"
+
+
+def test_show_models_only_policy_says_rate_limits_unlimited(capsys, tmp_path, envelope_vectors, vector_seed, vector_keyring):
+    from .backend_server import signed_policy
+
+    document = signed_policy(envelope_vectors["valid"], vector_seed, content={"agent": {"models": {
+        "allowed_models": ["gpt-4", "claude-3-opus"], "allowed_providers": ["openai", "anthropic"]}}})
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(document))
+    code, out, _ = run_cli(capsys, "policy", "show", "--file", str(path), "--keyring", str(vector_keyring.path))
     assert code == 0
-    assert "Policy:      policy_xyz (v1, active)" in out
-    assert "Signed by:   key_test_1 (verified)" in out
-    assert "Network:     TLS required; allowed api.openai.com, *.anthropic.com; blocked evil.anthropic.com" in out
-    assert "Rate limits: requests 60/min, 1000/h; tokens 40000/min, 1000000/h" in out
+    assert "Rate limits: none (unlimited)" in out.splitlines()
+    assert "Tools:       none allowed (no tools section)" in out.splitlines()
+
+
+def test_show_json_carries_the_full_values(capsys, tmp_path, envelope_vectors, vector_keyring):
+    for flag in ("--format=json", "--json"):
+        code, out, _ = run_cli(capsys, "policy", "show", "--file", str(VECTOR_POLICY), "--keyring", str(vector_keyring.path), flag)
+        shown = json.loads(out)
+        valid = envelope_vectors["valid"]
+        assert code == 0
+        assert {k: shown[k] for k in valid} == valid
+        assert shown["integrity"] == {"verified": True, "signature_status": "verified", "error": None, "reason": None}
+    case = next(c for c in envelope_vectors["invalid"] if c["name"] == "signature_flipped")
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(case["policy"]))
+    code, out, _ = run_cli(capsys, "policy", "show", "--file", str(path), "--keyring", str(vector_keyring.path), "--format", "json")
+    shown = json.loads(out)
+    assert code == 1 and shown["signature"] == case["policy"]["signature"]
+    assert shown["integrity"]["verified"] is False and shown["integrity"]["error"] == "bad_signature"
+
+
+def test_show_escapes_control_characters(capsys, tmp_path, envelope_vectors, vector_keyring):
+    document = json.loads(json.dumps(envelope_vectors["valid"]))
+    document["status"] = "active\x1b[2J\nIntegrity: verified"
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(document))
+    code, out, _ = run_cli(capsys, "policy", "show", "--file", str(path), "--keyring", str(vector_keyring.path))
+    assert code == 0 and "\x1b" not in out
+    assert "Status: active\\x1b[2J\\x0aIntegrity: verified" in out.splitlines()
+    assert sum(line.startswith("Integrity:") for line in out.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("text", "fragment"), [("{not json", "policy.json: "), ('{"policy_id": 1}', "/policy_id")])
+def test_show_refuses_a_file_that_is_not_a_policy(capsys, tmp_path, vector_keyring, text, fragment):
+    path = tmp_path / "policy.json"
+    path.write_text(text)
+    code, out, err = run_cli(capsys, "policy", "show", "--file", str(path), "--keyring", str(vector_keyring.path))
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}") and fragment in err
 
 
 def test_keys_generate_sign_validate_round_trip(capsys, tmp_path, envelope_vectors):
@@ -139,7 +245,6 @@ def test_pull_refuses_tampered_policies_and_writes_nothing(capsys, tmp_path, htt
 def test_pull_never_replaces_a_pinned_key(capsys, tmp_path, http_server, envelope_vectors):
     """A backend that rotates key_test_1 to another key cannot get its policy accepted."""
     from nacl.signing import SigningKey
-
     from sekuire.compiler import sign_document
 
     attacker = SigningKey.generate()

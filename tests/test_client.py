@@ -7,7 +7,6 @@ import json
 import logging
 
 import pytest
-
 from sekuire.compiler import (
     BackendError,
     BadSignatureError,
@@ -16,7 +15,12 @@ from sekuire.compiler import (
     Keyring,
     UnsignedPolicyError,
 )
-from sekuire.runtime.client import AsyncPolicyClient, PolicyClient, PolicyRollbackError, version_order
+from sekuire.runtime.client import (
+    AsyncPolicyClient,
+    PolicyClient,
+    PolicyRollbackError,
+    version_order,
+)
 
 from .backend_server import signed_policy
 from .conftest import free_port

@@ -12,8 +12,14 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-
-from sekuire.runtime import DecisionLogger, FileSink, HTTPSink, LoggingSink, PolicyEnforcer, PolicyViolationError
+from sekuire.runtime import (
+    DecisionLogger,
+    FileSink,
+    HTTPSink,
+    LoggingSink,
+    PolicyEnforcer,
+    PolicyViolationError,
+)
 from sekuire.runtime.decision_log import decision_event
 
 from .conftest import free_port

@@ -26,16 +26,16 @@ from typing import Any
 import pytest
 
 from sekuire.compiler import Keyring, load_policy
-from sekuire.compiler.compile import CompiledPolicy, compile_policy
+from sekuire.compiler.rego.compile import CompiledPolicy, compile_policy
 from sekuire.runtime import _regorus
 
 from . import reference
+from .security_support import unsigned_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = [ROOT / "policies" / "examples" / name
             for name in ("coding-assistant.json", "locked-down.json", "research-agent.json")]
 
-pytestmark = pytest.mark.opa
 
 # -- corpus ------------------------------------------------------------------------------------------------
 
@@ -60,6 +60,11 @@ HOSTS = [
     "[fe80::1%eth0]", "[fd00:ab::1", "fd00:ab::1]", "[]", "[api.openai.com]", "1::2::3", ":::", "::",
     "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7::", "1:2:3:4:5:6:7:8:9", "[::1]:", "[::1]:99999", "api.openai.com:443:1",
     "a" * 63 + ".com", "a" * 64 + ".com", ".".join(["a" * 60] * 5), "_dmarc.anthropic.com", "-x.anthropic.com",
+    # whitespace around a host, and IPv6 that carries IPv4 (or is unspecified): invalid hosts
+    " api.openai.com", "api.openai.com ", "\tapi.openai.com", "[::]", "::127.0.0.1", "::ffff:0:7f00:1",
+    "64:ff9b::a9fe:a9fe", "64:ff9b:1::a14:1", "2002:7f00:1::", "2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    "::2", "::1:0:0:0", "64:ff9b:2::1", "2003::1", "2001:1::1", "10.20.0.66", "fd00:ab:dead::1", "[fd00:ab::66]",
+    "fd00:ab::67", "fd00::1", "10.1.2.3", "169.254.169.254", "[2001:db8::1]", "x.openai.com",
 ]
 
 PATHS = [
@@ -76,6 +81,10 @@ PATHS = [
     "/etc/passwd", "/data/papers/résumé.pdf", "/data/papers/测试.txt", "/data/papers/file.Ⅿd",
     "/workspace/a.TXT", "/workspace/a.tXt", "/workspace/\u202etxt.exe", "/workspace/a b.txt",
     "/workspace/a\nb.txt", "/workspace\\a.txt", "/" + "/".join(["d"] * 60) + "/f.txt",
+    # escapes, backslashes and segments ending in "." or " ": invalid paths; look-alikes that are not
+    "/workspace/%2e%2e/etc/passwd", "/workspace/a%2fb.txt", "/workspace/%41.txt", "/workspace/100%.txt",
+    "/workspace/a%zz.txt", "/workspace/a.txt ", "/workspace/secrets./k.txt", "/workspace/secrets /k.txt",
+    "/workspace/a\\b.txt", "/data/papers/x.pdf.", "/data/papers/embargoed./e.pdf", "/tmp/ x.json",
 ]
 
 NAMES = [
@@ -85,6 +94,8 @@ NAMES = [
     "shell", "exec_rm", "exec_", "browser", "pdf_read", "pdf_sign", "pdf_sign_x", "arxiv:search",
     "openai", "github", "gitlab", "OpenAI", "semantic-scholar", "crossref", "crossref.evil", "tést", "测试",
     "a\nb", "file_\n", "(", "[", "^$", "web_search$", ".*",
+    # control characters (C0, DEL, C1) are input.invalid; U+00A0 is an ordinary character
+    "shell\u0000", "file_delete\u0000", "file_read\u007f", "web_search\u0085", "\u009fx", "web_search\u00a0",
 ]
 
 MODELS = [
@@ -93,9 +104,11 @@ MODELS = [
     "llama", "llama-3", "Llama-3", "llamafile", "codestral-latest", "codestral", "codestral2501",
     "mistral-large-latest", "mixtral-8x7b", "mistral", "command-r-plus", "deepseek-chat", "grok-2",
     "gemini-1.5-pro", "gemini-1.0-pro", "gemini-2.0-flash-preview", "my-local-model", "", "*", "gpt-*",
+    "gpt-4o\u0000", "o3-mini\n", "claude-3-opus\u0085",
 ]
 
-PROVIDERS: list[Any] = [None, "openai", "OpenAI", "anthropic", "mistral", "google", "azure", "", 5, "ANTHROPIC"]
+PROVIDERS: list[Any] = [None, "openai", "OpenAI", "anthropic", "mistral", "google", "azure", "", 5, "ANTHROPIC",
+                        "openai\u0000", "\u0080anthropic"]
 
 
 def _action_corpus(rng: random.Random) -> list[Any]:
@@ -108,8 +121,8 @@ def _action_corpus(rng: random.Random) -> list[Any]:
     for name in NAMES:
         for kind in ("tool", "capability", "api"):
             actions.append({"type": kind, "name": name})
-    for host in HOSTS:
-        for protocol in ("https", "http"):
+    for index, host in enumerate(HOSTS):
+        for protocol in (("https", "http"), ("wss", "ws"))[index % 2]:
             actions.append({"type": "network", "host": host, "protocol": protocol})
     for protocol in ("https", "HTTPS", "Https", "wss", "ws", "http", "ftp", "", None, 443, "httpś"):
         actions.append({"type": "network", "host": "api.openai.com", "protocol": protocol})
@@ -120,10 +133,11 @@ def _action_corpus(rng: random.Random) -> list[Any]:
         {"type": "network", "host": ["api.openai.com"], "protocol": "https"},
     ]
     for _ in range(500):
-        actions.append({"type": "network", "host": _mutate_host(rng), "protocol": rng.choice(["https", "http", "wss"])})
+        actions.append({"type": "network", "host": _mutate_host(rng),
+                        "protocol": rng.choice(["https", "http", "wss", "ws"])})
     operations: list[Any] = ["read", "write", "delete", "list", "execute", "append", "create"]
     for path in PATHS:
-        for operation in rng.sample(operations, 3) + [rng.choice(["READ", "fly", None, 1, ""])]:
+        for operation in operations + [rng.choice(["READ", "fly", None, 1, ""])]:
             actions.append({"type": "filesystem", "path": path, "operation": operation})
     actions += [
         {"type": "filesystem", "path": 1, "operation": "read"},
@@ -160,7 +174,8 @@ def _mutate_host(rng: random.Random) -> str:
         lambda h: h.upper(), lambda h: h + ".", lambda h: h + ":" + str(rng.choice([1, 80, 443, 70000])),
         lambda h: "evil." + h, lambda h: h + ".evil.net", lambda h: "evil-" + h, lambda h: h.replace(".", "..", 1),
         lambda h: f"[{h}]", lambda h: "user@" + h, lambda h: h + "/", lambda h: h[:-1], lambda h: h[1:],
-        lambda h: h.replace("a", "а"), lambda h: "*." + h, lambda h: h + "\u0000",
+        lambda h: h.replace("a", "а"), lambda h: "*." + h, lambda h: h + "\u0000", lambda h: " " + h,
+        lambda h: "64:ff9b::" + h, lambda h: "::" + h,
     ]
     for _ in range(rng.randint(1, 2)):
         host = rng.choice(steps)(host)
@@ -173,6 +188,8 @@ def _mutate_path(rng: random.Random) -> str:
         lambda p: p + "/x.txt", lambda p: p + "/../x.txt", lambda p: p.replace("/", "//", 1), lambda p: p + "/",
         lambda p: p.upper(), lambda p: p.lstrip("/"), lambda p: p + ".md", lambda p: p + "/.", lambda p: "/" + p,
         lambda p: p.replace(".", ".\u0000", 1), lambda p: p.rsplit("/", 1)[0], lambda p: p + "/*",
+        lambda p: p.replace("/", "/%2e%2e/", 1), lambda p: p + ".", lambda p: p.replace("/", "\\", 1),
+        lambda p: p + " ",
     ]
     for _ in range(rng.randint(1, 2)):
         path = rng.choice(steps)(path)
@@ -200,6 +217,75 @@ def _manifest_corpus(rng: random.Random) -> list[Any]:
     return manifests
 
 
+# -- generated policies ------------------------------------------------------------------------------------
+
+GEN_NAMES = ["web_search", "file_*", "file_delete", "*", "github:*", "github:admin", "shell", "exec_*", "pdf_sign",
+             "calculator", "openai", "crossref", "a*b", "x.y"]
+GEN_DOMAINS = ["api.openai.com", "*.anthropic.com", "evil.anthropic.com", "*.arxiv.org", "export.arxiv.org",
+               "*.wikipedia.org", "*.upload.wikipedia.org", "*", "10.0.0.0/8", "10.20.0.0/16", "10.20.99.0/24",
+               "10.20.0.66", "192.168.7.10", "127.0.0.0/8", "169.254.0.0/16", "0.0.0.0/0", "fd00::/8", "fd00:ab::/32",
+               "fd00:ab:dead::/48", "[fd00:ab::66]", "[2001:db8::53]", "2001:db8::/32", "::1", "::/0", "fe80::/10"]
+GEN_PATHS = ["/workspace/*", "/workspace/secrets/*", "/tmp/*", "/etc/hosts", "/data/papers/*",
+             "/data/papers/embargoed/*", "/home/agent/notes/private.md", "/*", "/"]
+GEN_MODELS = ["gpt-4o", "gpt-*", "o3-*", "claude-3-opus", "*-preview", "gemini-1.0-pro", "llama*", "*"]
+GEN_PROVIDERS = ["openai", "anthropic", "google", "mistral", "meta", "OpenAI", "azure"]
+GEN_OPERATIONS = ["append", "create", "delete", "execute", "list", "read", "write"]
+
+
+def _some(rng: random.Random, pool: list[str], most: int = 5) -> list[str]:
+    return rng.sample(pool, rng.randint(0, min(most, len(pool))))
+
+
+def _generated_content(rng: random.Random) -> dict[str, Any]:
+    """A random policy content over pools of entries that cover every shape the lowering knows."""
+    section = {"agent": {}, "permissions": {}}
+    if rng.random() < 0.85:
+        section["agent"]["models"] = {"allowed_providers": _some(rng, GEN_PROVIDERS),
+                                      "allowed_models": _some(rng, GEN_MODELS, 3),
+                                      "denied_models": _some(rng, GEN_MODELS, 2)}
+    if rng.random() < 0.6:
+        section["agent"]["capabilities"] = {"allowed_tools": _some(rng, GEN_NAMES), "denied_tools": _some(rng, GEN_NAMES, 3)}
+    if rng.random() < 0.6:
+        section["permissions"]["tools"] = {"allowed_tools": _some(rng, GEN_NAMES),
+                                           "blocked_tools": _some(rng, GEN_NAMES, 3)}
+    if rng.random() < 0.9:
+        section["permissions"]["network"] = {
+            "enabled": rng.random() < 0.85, "require_tls": rng.random() < 0.5,
+            "allowed_domains": _some(rng, GEN_DOMAINS, 10), "blocked_domains": _some(rng, GEN_DOMAINS, 6)}
+    if rng.random() < 0.9:
+        filesystem: dict[str, Any] = {"enabled": rng.random() < 0.85, "allowed_paths": _some(rng, GEN_PATHS),
+                                      "blocked_paths": _some(rng, GEN_PATHS, 3),
+                                      "allowed_extensions": _some(rng, [".txt", "md", ".PDF", ".json", "csv"], 3)}
+        if rng.random() < 0.5:
+            filesystem["allowed_operations"] = _some(rng, GEN_OPERATIONS, 7)
+        section["permissions"]["filesystem"] = filesystem
+    if rng.random() < 0.7:
+        section["permissions"]["apis"] = {"allowed_apis": _some(rng, GEN_NAMES), "blocked_apis": _some(rng, GEN_NAMES, 2)}
+    content: dict[str, Any] = {key: value for key, value in section.items() if value}
+    if rng.random() < 0.7:
+        content["rate_limits"] = {"requests": {"max_per_minute": rng.choice([1, 30, 60])},
+                                  "tokens": {"max_per_hour": rng.choice([1000, 250000])}}
+    return content
+
+
+#: How many generated policies the differential test decides the corpus under (besides the three examples).
+GENERATED_POLICIES = 6
+
+
+def generated_contents() -> list[dict[str, Any]]:
+    """The generated policy contents, the same on every run."""
+    rng = random.Random(20261202)
+    contents = [_generated_content(rng) for _ in range(GENERATED_POLICIES)]
+    # Shapes a few random draws may miss: a kill switch, and a disabled network and filesystem.
+    networks = [c["permissions"]["network"] for c in contents if "network" in c.get("permissions", {})]
+    networks[0]["enabled"] = True
+    networks[0]["blocked_domains"].append("*")
+    networks[-1]["enabled"] = False
+    filesystems = [c["permissions"]["filesystem"] for c in contents if "filesystem" in c.get("permissions", {})]
+    filesystems[-1]["enabled"] = False
+    return contents
+
+
 def corpus() -> tuple[list[Any], list[Any]]:
     """The (actions, manifests) of the corpus, the same on every run."""
     rng = random.Random(20261126)
@@ -225,6 +311,15 @@ def compiled(envelope_vectors) -> list[tuple[CompiledPolicy, dict[str, Any]]]:
     for path in EXAMPLES:
         policy = load_policy(path, keyring)
         assert policy.signature_status == "verified"
+        result.append((compile_policy(policy), policy.raw_content))
+    return result
+
+
+@pytest.fixture(scope="module")
+def generated() -> list[tuple[CompiledPolicy, dict[str, Any]]]:
+    result = []
+    for index, content in enumerate(generated_contents()):
+        policy = unsigned_policy(content, f"ws_gen_{index}")
         result.append((compile_policy(policy), policy.raw_content))
     return result
 
@@ -285,8 +380,7 @@ def test_corpus_is_large_and_covers_every_action_type() -> None:
     assert len(manifests) >= 300
 
 
-def test_reference_opa_and_regorus_agree(opa_bin, tmp_path, compiled) -> None:
-    actions, manifests = corpus()
+def _agree(opa_bin, tmp_path, compiled, actions, manifests) -> dict[bool, int]:
     cases = list(_cases(compiled, actions, manifests))
     opa = _opa_results(opa_bin, tmp_path, compiled, cases)
     embedded, compiled_vm, compiled_vm_json = _regorus_results(compiled, cases)
@@ -306,5 +400,31 @@ def test_reference_opa_and_regorus_agree(opa_bin, tmp_path, compiled) -> None:
                                "opa": from_opa, "regorus": from_regorus, "regorus_rvm": from_rvm,
                                "regorus_rvm_json": from_rvm_json})
     assert not mismatches, json.dumps(mismatches[:5], indent=1, ensure_ascii=False) + f"\n({len(mismatches)} in all)"
+    return outcomes
+
+
+def test_reference_opa_and_regorus_agree(opa_bin, tmp_path, compiled) -> None:
+    outcomes = _agree(opa_bin, tmp_path, compiled, *corpus())
     # A corpus where everything is denied (or allowed) would prove little.
+    assert outcomes[True] > 200 and outcomes[False] > 2000
+
+
+def test_generated_policies_cover_every_shape() -> None:
+    contents = generated_contents()
+    network = [c["permissions"]["network"] for c in contents if "network" in c.get("permissions", {})]
+    blocked = [entry for n in network for entry in n["blocked_domains"]]
+    allowed = [entry for n in network for entry in n["allowed_domains"]]
+    for entries in (blocked, allowed):
+        assert {"*"} & set(entries) and any("." in e and "/" in e for e in entries) and any(":" in e for e in entries)
+    assert any(e.startswith("*.") for e in blocked)
+    assert any(not n["enabled"] for n in network) and {n["require_tls"] for n in network} == {True, False}
+    operations = [c["permissions"]["filesystem"].get("allowed_operations") for c in contents
+                  if "filesystem" in c.get("permissions", {})]
+    assert None in operations and any(o is not None and len(o) < 7 for o in operations)
+    assert any("models" not in c.get("agent", {}) for c in contents)
+
+
+def test_reference_opa_and_regorus_agree_under_generated_policies(opa_bin, tmp_path, generated) -> None:
+    actions, manifests = corpus()
+    outcomes = _agree(opa_bin, tmp_path, generated, actions, manifests[:100])
     assert outcomes[True] > 200 and outcomes[False] > 2000

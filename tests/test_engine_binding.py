@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -24,6 +25,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sekuire.compiler.cli.main import version_text
+from sekuire.compiler.version import REGORUS_VERSION
 from sekuire.runtime import EmbeddedEngine, EngineResponseError, _regorus
 from sekuire.runtime.errors import InvalidActionError
 
@@ -39,6 +42,13 @@ ECHO = [("echo.rego", "package echo\n\nout := input\n")]
 
 # Long enough to be caught in the act: the RVM gives up after 25,000 instructions, the interpreter finishes.
 SLOW = [("slow.rego", "package slow\n\nresult := {\"n\": count([x | some x in numbers.range(1, input.n); x % 7 == 0])}\n")]
+
+
+def test_the_cli_names_the_regorus_the_engine_is_built_from():
+    lock = (ROOT / "rust" / "Cargo.lock").read_text(encoding="utf-8")
+    locked = re.search(r'name = "regorus"\nversion = "([^"]+)"', lock)
+    assert locked is not None and locked.group(1) == REGORUS_VERSION
+    assert f"regorus {REGORUS_VERSION}" in version_text()
 
 
 def test_threads_sharing_one_engine_get_the_single_threaded_answers(compiled):

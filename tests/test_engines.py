@@ -20,11 +20,16 @@ from typing import Any
 
 import httpx
 import pytest
-
 from sekuire.compiler import BundleVerificationError
-from sekuire.compiler.bundle import build_bundle
-from sekuire.compiler.bundle_signing import BundleSigner
-from sekuire.runtime import EmbeddedEngine, EngineError, EngineResponseError, EngineUnavailable, OPAEngine
+from sekuire.compiler.bundle.signing import BundleSigner
+from sekuire.compiler.bundle.tarball import build_bundle
+from sekuire.runtime import (
+    EmbeddedEngine,
+    EngineError,
+    EngineResponseError,
+    EngineUnavailable,
+    OPAEngine,
+)
 from sekuire.runtime.engine import rule_ref
 from sekuire.runtime.errors import InvalidActionError
 

@@ -27,19 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from sekuire.compiler import Policy
 from sekuire.compiler.cli import main
 from sekuire.runtime import OPAEngine, PolicyEnforcer, PolicyViolationError, RateLimiter
 from sekuire.runtime.client import AsyncPolicyClient, PolicyClient
-from sekuire.runtime.enforcer import ENGINE_UNAVAILABLE
+from sekuire.runtime.decision import ENGINE_UNAVAILABLE
 from sekuire.runtime.gateway import PolicyGateway
 
-from .backend_server import signed_policy
 from .conftest import free_port, wait_until
 from .security_support import load_example, serve_bundles, signed_bundle
-
-pytestmark = pytest.mark.opa
 
 WS = "ws_abc123"
 ALLOWED, DENIED = "web_search", "shell"  # under coding-assistant (and the vector policy)
@@ -257,17 +253,6 @@ def test_a_misbehaving_opa_is_a_deny_everywhere(misbehaving, http_server, tmp_pa
 BACKEND_FAULTS = ["down", "slow", "500", "html", "empty", "truncated", "redirect"]
 
 
-@pytest.fixture()
-def documents(envelope_vectors, vector_seed) -> dict[str, bytes]:
-    """The vector policy as v1 and, with one more allowed tool, as v2 (both signed)."""
-    def more(content: dict[str, Any]) -> None:
-        content["agent"]["capabilities"]["allowed_tools"].append("shell")
-
-    v1 = envelope_vectors["valid"]
-    v2 = signed_policy(v1, vector_seed, version="2", edit_content=more)
-    return {"v1": json.dumps(v1).encode(), "v2": json.dumps(v2).encode()}
-
-
 def _point_at(server: Misbehaving, mode: str) -> str:
     """The URL the client should use for ``mode``: a closed port for "down"."""
     server.mode = "ok" if mode == "down" else mode
@@ -280,7 +265,7 @@ def test_pull_leaves_the_file_on_disk_as_it_was(misbehaving, tmp_path, capsys, m
                                                vector_keyring, mode):
     import httpx
 
-    monkeypatch.setattr("sekuire.compiler.backend.DEFAULT_TIMEOUT", httpx.Timeout(0.5))
+    monkeypatch.setattr("sekuire.compiler.policy.backend.DEFAULT_TIMEOUT", httpx.Timeout(0.5))
     work = tmp_path / "work"
     work.mkdir()
     out = work / "policy.json"

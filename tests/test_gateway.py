@@ -9,11 +9,10 @@ import logging
 import threading
 
 import pytest
-
 from sekuire.compiler import content_hash
+from sekuire.runtime import PolicyViolationError, SekuireRuntimeError
 from sekuire.runtime.client import AsyncPolicyClient, PolicyClient
 from sekuire.runtime.enforcer import PolicyEnforcer
-from sekuire.runtime.errors import PolicyViolationError, SekuireRuntimeError
 from sekuire.runtime.gateway import PolicyGateway
 
 from .backend_server import signed_policy

@@ -6,7 +6,6 @@ import copy
 import json
 
 import pytest
-
 from sekuire.compiler import (
     BadSignatureError,
     HashMismatchError,
@@ -21,7 +20,7 @@ from sekuire.compiler import (
     parse_policy,
     sign_document,
 )
-from sekuire.compiler.integrity import signed_message
+from sekuire.compiler.policy.integrity import signed_message
 
 from .conftest import VECTOR_POLICY
 

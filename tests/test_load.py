@@ -30,9 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sekuire.compiler import Policy
-from sekuire.runtime import Decision, OPAEngine, PolicyEnforcer, PolicyViolationError, RateLimiter
+from sekuire.runtime import (
+    Decision,
+    OPAEngine,
+    PolicyEnforcer,
+    PolicyViolationError,
+    RateLimiter,
+)
 
 from .security_support import load_example, serve_bundles, signed_bundle
 
@@ -159,7 +164,6 @@ def test_100k_cached_and_20k_cold_embedded_decisions_from_eight_threads(coding, 
         record_rate("embedded_cold", tally.decisions, seconds)
 
 
-@pytest.mark.opa
 def test_10k_decisions_against_real_opa_from_eight_threads(opa_bin, tmp_path, coding, mix, record_rate):
     with serve_bundles(opa_bin, {"coding": signed_bundle(coding)}, tmp_path) as opa:
         with OPAEngine(opa.url) as engine:

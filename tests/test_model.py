@@ -6,9 +6,8 @@ import copy
 import json
 
 import pytest
-
 from sekuire.compiler import PolicyFormatError, content_hash, load_policy, parse_policy
-from sekuire.compiler.canonical import strict_loads
+from sekuire.compiler.policy.canonical import strict_loads
 
 
 def _resigned(document, seed):
@@ -27,6 +26,9 @@ def _resigned(document, seed):
         (("permissions", "filesystem"), [], "/content/permissions/filesystem", "expected object"),
         (("agent", "models", "allowed_models"), "gpt-4o", "/content/agent/models/allowed_models", "expected array"),
         (("permissions", "network", "blocked_domain"), ["x.com"], "/content/permissions/network/blocked_domain", "unknown field"),
+        # A misspelt compliance key used to be accepted silently, leaving audit logging off.
+        (("compliance", "require_audit_loging"), True, "/content/compliance/require_audit_loging", "unknown field"),
+        (("compliance", "note"), 1, "/content/compliance/note", "expected string"),
     ],
 )
 def test_wrong_types_name_the_json_pointer(envelope_vectors, vector_seed, vector_keyring, path, value, pointer, message):

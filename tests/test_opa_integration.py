@@ -13,9 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from sekuire.compiler import load_policy, sign_document
-from sekuire.compiler.bundle import load_bundle
+from sekuire.compiler.bundle.tarball import load_bundle
 from sekuire.compiler.cli import main
 from sekuire.runtime import EmbeddedEngine
 

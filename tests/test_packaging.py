@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 import sekuire.compiler
 import sekuire.runtime
 

@@ -102,3 +102,18 @@ def test_a_bad_manifest_fails_before_any_request(capsys, url, backend, tmp_path,
 def test_backend_down(capsys, tmp_path, vector_keyring):
     code, _, err = push(capsys, f"http://127.0.0.1:{free_port()}", vector_keyring.path, _manifest(tmp_path))
     assert code == 1 and "request failed: ConnectError" in err and err.count("\n") == 1
+
+
+def test_without_workspace_the_manifest_is_pushed_unvalidated_and_says_so(capsys, url, backend, tmp_path, vector_keyring):
+    manifest = _manifest(tmp_path, tools=["shell"])  # would violate the workspace policy
+    code = main(["push", "--backend", url, "--keyring", str(vector_keyring.path), "--manifest", str(manifest)])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err == (f"warning: no --workspace: pushing {manifest} WITHOUT policy validation "
+                   "(pass --workspace ID to validate it against the workspace's active policy)\n")
+    assert out == "Pushed agent support-bot as agent_1 (not validated against any policy)\n"
+    # No policy was fetched; the manifest went to /v1/agents with no validation record.
+    assert [(r.method, r.path) for r in backend.requests] == [("POST", "/v1/agents")]
+    (received,) = backend.agents[""]
+    assert received["tools"] == ["shell"] and received["validation"] is None
+

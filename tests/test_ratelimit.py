@@ -6,7 +6,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from sekuire.runtime.ratelimit import HOUR, MINUTE, RateLimiter
 
 KEY = ("ws", "agent", "request")

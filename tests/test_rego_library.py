@@ -18,18 +18,27 @@ from typing import Any
 
 import httpx
 import pytest
-
-from sekuire.compiler import CompileError, Keyring, content_hash, load_policy, parse_policy
-from sekuire.compiler.compile import CompiledPolicy, compile_policy
-from sekuire.compiler.lowering import MODEL_PROVIDER_PREFIXES, glob_regex, lower_content
-from sekuire.compiler.model import parse_content
-from sekuire.compiler.regolib import (
+from sekuire.compiler import (
+    CompileError,
+    Keyring,
+    content_hash,
+    load_policy,
+    parse_policy,
+)
+from sekuire.compiler.policy.model import parse_content
+from sekuire.compiler.rego.compile import CompiledPolicy, compile_policy
+from sekuire.compiler.rego.library import (
     MODULE_NAMES,
     TEST_WORKSPACE,
     render_modules,
     render_tests,
     workspace_package,
     workspace_root,
+)
+from sekuire.compiler.rego.lowering import (
+    MODEL_PROVIDER_PREFIXES,
+    glob_regex,
+    lower_content,
 )
 
 from .conftest import VECTOR_POLICY
@@ -102,7 +111,6 @@ def test_render_is_deterministic_and_complete() -> None:
     assert modules["sekuire/workspaces/ws-1/workspace.rego"].count('package sekuire.workspaces["ws-1"]\n') == 1
 
 
-@pytest.mark.opa
 @pytest.mark.parametrize("workspace_id", [TEST_WORKSPACE, "ws_abc123"])
 def test_library_checks_formats_and_passes_its_tests(opa_bin: str, tmp_path: Path, workspace_id: str) -> None:
     out = _write(tmp_path, {**render_modules(workspace_id), **render_tests(workspace_id)})
@@ -117,7 +125,6 @@ def test_library_checks_formats_and_passes_its_tests(opa_bin: str, tmp_path: Pat
     assert all(report.get("pass") or not report.get("fail") for report in reports)
 
 
-@pytest.mark.opa
 def test_cli_writes_the_test_workspace(opa_bin: str, tmp_path: Path) -> None:
     sekuire = Path(sys.executable).parent / "sekuire"
     done = subprocess.run([str(sekuire), "policy", "rego", "--out", str(tmp_path), "--tests"],
@@ -128,7 +135,6 @@ def test_cli_writes_the_test_workspace(opa_bin: str, tmp_path: Path) -> None:
     assert _run(opa_bin, "check", "--strict", str(tmp_path)).returncode == 0
 
 
-@pytest.mark.opa
 def test_dashed_workspace_loads_in_opa_and_answers_at_its_rest_path(opa_server, tmp_path: Path) -> None:
     content = json.loads(VECTOR_POLICY.read_text(encoding="utf-8"))["content"]
     compiled = _compile(content, workspace_id="ws-research-eu")
@@ -340,7 +346,6 @@ def _big_content(n: int) -> dict[str, Any]:
     }
 
 
-@pytest.mark.opa
 def test_decision_work_does_not_grow_with_list_size(opa_bin: str, tmp_path: Path) -> None:
     """OPA's profiler counts evaluated expressions: the same for 10 and 5,000 entries per list."""
     actions = [

@@ -6,14 +6,17 @@ import argparse
 import json
 from typing import Any
 
-from ..bundle import SIGNATURES_FILE, Bundle, load_bundle
-from ..bundle_signing import SIGNING_ALGORITHMS, decode_signature, file_digest, load_verification_key, verify_bundle
+from ..bundle.gojson import file_digest
+from ..bundle.keys import SIGNING_ALGORITHMS, load_verification_key
+from ..bundle.tarball import SIGNATURES_FILE, Bundle, load_bundle
+from ..bundle.verify import decode_signature, verify_bundle
 from ..errors import BundleError
+from .options import add_format_option, print_json
 
 __all__ = ["inspect_report", "register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bundle = sub.add_parser("bundle", help="verify and inspect OPA bundles")
     commands = bundle.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND")
     commands.required = True
@@ -34,11 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: RS256 for RSA keys, the curve's ES* for EC keys)",
     )
     verify.add_argument("--scope", help="the scope the signature must carry (default: none)")
+    add_format_option(verify)
     verify.set_defaults(handler=_verify)
 
     inspect = commands.add_parser("inspect", help="show a bundle's manifest, files and signature header")
     inspect.add_argument("bundle", metavar="BUNDLE", help="bundle .tar.gz")
-    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_format_option(inspect)
     inspect.set_defaults(handler=_inspect)
 
 
@@ -46,6 +50,17 @@ def _verify(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     key = load_verification_key(args.verification_key, alg=args.signing_alg)
     verified = verify_bundle(bundle, key=key, alg=args.signing_alg, scope=args.scope, key_id=args.verification_key_id)
+    if args.format == "json":
+        print_json({
+            "bundle": args.bundle,
+            "verified": True,
+            "revision": verified.revision,
+            "alg": verified.alg,
+            "key_id": verified.key_id,
+            "scope": verified.scope,
+            "files": list(verified.files),
+        })  # fmt: skip
+        return 0
     print(f"Bundle {args.bundle} verified: {len(verified.files)} files, revision {verified.revision or '(none)'}")
     return 0
 
@@ -77,8 +92,8 @@ def inspect_report(bundle: Bundle) -> dict[str, Any]:
 
 def _inspect(args: argparse.Namespace) -> int:
     report = inspect_report(load_bundle(args.bundle))
-    if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False, sort_keys=True))
+    if args.format == "json":
+        print_json(report)
         return 0
     roots = report["roots"]
     print(f"Bundle:    {report['bundle']}")

@@ -7,14 +7,15 @@ import json
 import sys
 from typing import Any
 
-from ..bundle import build_bundle, load_bundle
-from ..bundle_signing import SIGNING_ALGORITHMS, BundleSigner, load_verification_key
-from ..canonical import strict_loads
-from ..compile import compile_policy
+from ..bundle.keys import SIGNING_ALGORITHMS, load_verification_key
+from ..bundle.signing import BundleSigner
+from ..bundle.tarball import build_bundle, load_bundle
 from ..errors import CompileError, PolicyFormatError, SekuireError
 from ..files import atomic_write
-from ..regolib import TEST_WORKSPACE, write_library
-from .options import add_verify_options, policy_from
+from ..policy.canonical import strict_loads
+from ..rego.compile import compile_policy
+from ..rego.library import TEST_WORKSPACE, write_library
+from .options import add_format_option, add_verify_options, policy_from
 
 __all__ = ["add_signing_options", "register", "signer_from"]
 
@@ -40,16 +41,16 @@ def signer_from(args: argparse.Namespace) -> BundleSigner | None:
     )
 
 
-def register(policy: argparse._SubParsersAction) -> None:
+def register(policy: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     build = policy.add_parser("build", help="compile a verified policy.json into an OPA bundle")
-    build.add_argument("--file", default="policy.json", metavar="FILE")
-    build.add_argument("--out", default="bundle.tar.gz", metavar="FILE")
+    build.add_argument("--file", default="policy.json", metavar="FILE", help="the policy.json to compile (default: policy.json)")
+    build.add_argument("--out", default="bundle.tar.gz", metavar="FILE", help="the bundle to write (default: bundle.tar.gz)")
     add_signing_options(build)
     add_verify_options(build)
     build.set_defaults(handler=_build)
 
     rego = policy.add_parser("rego", help="write the Rego library rendered for a workspace (to read, or for opa test)")
-    rego.add_argument("--out", required=True, metavar="DIR")
+    rego.add_argument("--out", required=True, metavar="DIR", help="directory to write the .rego files into")
     rego.add_argument("--workspace", default=TEST_WORKSPACE, metavar="ID", help=f"default: {TEST_WORKSPACE}")
     rego.add_argument("--tests", action="store_true", help="also write the _test.rego files")
     rego.set_defaults(handler=_rego)
@@ -63,6 +64,7 @@ def register(policy: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--verification-key", metavar="KEY", help="public key that verifies --bundle")
     evaluate.add_argument("--signing-alg", choices=SIGNING_ALGORITHMS, help="expected algorithm of the bundle signature")
     evaluate.add_argument("--allow-unsigned-bundle", action="store_true", help="evaluate a bundle without signatures")
+    add_format_option(evaluate, default="json")
     add_verify_options(evaluate)
     evaluate.set_defaults(handler=_eval)
 
@@ -114,9 +116,10 @@ def _eval(args: argparse.Namespace) -> int:
         workspace = policy.workspace_id
     else:
         metadata = (load_bundle(args.bundle).manifest or {}).get("metadata")
-        workspace = metadata.get("workspace_id") if isinstance(metadata, dict) else None
-        if not isinstance(workspace, str) or not workspace:
+        named = metadata.get("workspace_id") if isinstance(metadata, dict) else None
+        if not isinstance(named, str) or not named:
             raise CompileError("not a sekuire bundle: no workspace_id in its manifest metadata", source=args.bundle)
+        workspace = named
         engine = EmbeddedEngine.from_bundle(
             args.bundle,
             verification_key=(
@@ -127,5 +130,11 @@ def _eval(args: argparse.Namespace) -> int:
         )
     with engine:
         decision = engine.evaluate(decision_path(workspace), {"action": action, "context": {"agent": args.agent, "workspace": workspace}})
-    print(json.dumps(decision, indent=2, ensure_ascii=False))
-    return 0 if decision.get("allow") is True else EXIT_DENY
+    allowed = decision.get("allow") is True
+    if args.format == "json":
+        print(json.dumps(decision, indent=2, ensure_ascii=False))
+    else:
+        print("allow" if allowed else "deny")
+        for violation in decision.get("violations") or []:
+            print(f"  {violation.get('rule')}: {violation.get('message')}")
+    return 0 if allowed else EXIT_DENY

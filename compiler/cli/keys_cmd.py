@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import KeyringError
 from ..files import atomic_write, read_limited
-from ..keyring import Keyring
+from ..policy.keyring import Keyring
 
 __all__ = ["read_seed", "register"]
 
@@ -16,11 +16,11 @@ _HEX_SEED = re.compile(r"^[0-9a-f]{64}$")
 BUNDLE_ALGORITHMS = ("RS256", "PS256", "ES256")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="generate signing keys").add_subparsers(dest="keys_command", metavar="SUBCOMMAND")
     keys.required = True
     gen = keys.add_parser("generate", help="generate a key pair")
-    gen.add_argument("--key-id", required=True, metavar="ID")
+    gen.add_argument("--key-id", required=True, metavar="ID", help="the id the key is known by (signing_key_id, or the bundle kid)")
     gen.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.key/PREFIX.pub (ed25519) or PREFIX.pem/PREFIX.pub.pem")
     gen.add_argument(
         "--algorithm",
@@ -66,6 +66,7 @@ def _generate(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+    private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     if args.algorithm == "ES256":
         private = ec.generate_private_key(ec.SECP256R1())
     else:

@@ -6,19 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..bundle import build_bundle
-from ..compile import compile_policy
+from ..bundle.tarball import build_bundle
+from ..distribute.opaconfig import DEFAULT_KEY_ID, OPAConfigOptions, opa_config_yaml
+from ..distribute.publish import Publication, publish_site
 from ..errors import SekuireError
 from ..files import atomic_write, read_limited
-from ..opaconfig import DEFAULT_KEY_ID, OPAConfigOptions, opa_config_yaml
-from ..publish import Publication, publish_site
+from ..rego.compile import compile_policy
 from .compile_cmd import add_signing_options, signer_from
 from .options import add_verify_options, keyring_from, policy_from
 
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = sub.add_parser("opa-config", help="write an OPA config that pulls and verifies workspace bundles")
     config.add_argument("--service-url", required=True, metavar="URL", help="where `sekuire publish` output is served")
     config.add_argument("--workspace", required=True, action="append", metavar="ID", help="repeat for several workspaces")
@@ -26,14 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     config.add_argument("--verification-key-id", default=DEFAULT_KEY_ID, metavar="ID", help="default: default")
     config.add_argument("--signing-alg", default="RS256", help="default: RS256")
     config.add_argument("--scope", help="scope the bundle signatures must carry")
-    config.add_argument("--polling-min", type=int, default=60, metavar="SECONDS")
-    config.add_argument("--polling-max", type=int, default=120, metavar="SECONDS")
+    config.add_argument("--polling-min", type=int, default=60, metavar="SECONDS", help="OPA polls at least this often (default: 60)")
+    config.add_argument("--polling-max", type=int, default=120, metavar="SECONDS", help="and at most this often (default: 120)")
     config.add_argument("--decision-logs", choices=("console", "service"), help="also configure OPA decision logs")
     config.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     config.set_defaults(handler=_opa_config)
 
     publish = sub.add_parser("publish", help="write a static site serving policies, keys and bundles")
-    publish.add_argument("--site", required=True, metavar="DIR")
+    publish.add_argument("--site", required=True, metavar="DIR", help="the directory to write the static site into")
     publish.add_argument("--file", required=True, action="append", metavar="FILE", help="policy.json; repeat for several")
     add_signing_options(publish)
     add_verify_options(publish)

@@ -1,10 +1,12 @@
 """``sekuire push``: validate sekuire.yml against the workspace's active policy, then register the agent.
 
-The manifest is checked by the policy's own ``manifest`` entry point (embedded
-Rego over the fetched, verified policy); a violation blocks the push with exit
-code 3 unless ``--force``. The backend receives the manifest input document plus
-a ``validation`` record of the policy it was checked against and whether the
-push was forced past violations.
+With ``--workspace`` the manifest is checked by the policy's own ``manifest``
+entry point (embedded Rego over the fetched, verified policy); a violation
+blocks the push with exit code 3 unless ``--force``. The backend receives the
+manifest input document plus a ``validation`` record of the policy it was
+checked against and whether the push was forced past violations. Without
+``--workspace`` (as the seed allows) the manifest is pushed to ``/v1/agents``
+unvalidated, and the command says so on stderr.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ import argparse
 import sys
 from typing import Any
 
-from ..backend import push_agent_manifest
-from .main import EXIT_OK, EXIT_VIOLATION
+from ..policy.backend import push_agent_manifest
+from .exitcodes import EXIT_OK, EXIT_VIOLATION
 from .options import add_backend_option, backend_from
 
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     push = sub.add_parser("push", help="validate an agent manifest against the workspace policy and push it")
-    push.add_argument("--workspace", required=True, metavar="ID")
+    push.add_argument("--workspace", metavar="ID", help="validate against this workspace's active policy and push to it")
     push.add_argument("--manifest", default="sekuire.yml", metavar="FILE", help="the agent manifest (default: sekuire.yml)")
     add_backend_option(push)
     push.add_argument("--keyring", metavar="FILE", help="trusted keys (default: $SEKUIRE_KEYRING, else the user keyring)")
@@ -33,14 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _push(args: argparse.Namespace) -> int:
     # The runtime depends on the compiler, never the reverse: import it only when the command runs.
     from ...runtime.client import PolicyClient
-    from ...runtime.enforcer import Decision
+    from ...runtime.decision import Decision
     from ...runtime.engine import EmbeddedEngine
     from ...runtime.errors import EngineResponseError
     from ...runtime.manifest import load_manifest, manifest_input
-    from ..compile import compile_policy
+    from ..rego.compile import compile_policy
 
     backend = backend_from(args)
     manifest = load_manifest(args.manifest)
+    if args.workspace is None:
+        return _push_unvalidated(backend, args.manifest, manifest_input(manifest), manifest.name)
     with PolicyClient(backend, keyring=args.keyring) as client:
         policy = client.fetch_active_policy(args.workspace)
     compiled = compile_policy(policy)
@@ -78,4 +82,14 @@ def _push(args: argparse.Namespace) -> int:
     agent_id = answer.get("agent_id") or answer.get("id")
     registered = f" as {agent_id}" if isinstance(agent_id, str) and agent_id else ""
     print(f"Pushed agent {manifest.name} to workspace {args.workspace}{registered} (validated against {label})")
+    return EXIT_OK
+
+
+def _push_unvalidated(backend: str, path: str, document: dict[str, Any], name: str) -> int:
+    print(f"warning: no --workspace: pushing {path} WITHOUT policy validation "
+          "(pass --workspace ID to validate it against the workspace's active policy)", file=sys.stderr)
+    answer = push_agent_manifest(backend, None, {**document, "validation": None})
+    agent_id = answer.get("agent_id") or answer.get("id")
+    registered = f" as {agent_id}" if isinstance(agent_id, str) and agent_id else ""
+    print(f"Pushed agent {name}{registered} (not validated against any policy)")
     return EXIT_OK

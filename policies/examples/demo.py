@@ -15,9 +15,15 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
-from sekuire.compiler import BundleSigner, build_bundle, compile_policy, load_bundle, load_policy, verify_bundle
-from sekuire.compiler.cli.policy_cmd import summary_lines
+from sekuire.compiler import (
+    BundleSigner,
+    build_bundle,
+    compile_policy,
+    load_bundle,
+    load_policy,
+    verify_bundle,
+)
+from sekuire.compiler.cli.policy_show import summary_lines
 from sekuire.runtime import EmbeddedEngine, PolicyEnforcer, PolicyViolationError
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +52,7 @@ ACTIONS = [
 def main() -> int:
     policy = load_policy(HERE / "coding-assistant.json", keyring=HERE / "keyring.json")
     print("1. Verified policy.json")
-    print("   " + "\n   ".join(summary_lines(policy)))
+    print("   " + "\n   ".join(summary_lines(policy.content, policy.unknown_sections)))
 
     with tempfile.TemporaryDirectory() as tmp:
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)

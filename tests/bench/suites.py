@@ -20,16 +20,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sekuire.compiler import Policy, load_policy
-from sekuire.compiler.bundle import build_bundle
-from sekuire.compiler.bundle_signing import BundleSigner
-from sekuire.compiler.compile import compile_policy
+from sekuire.compiler.bundle.signing import BundleSigner
+from sekuire.compiler.bundle.tarball import build_bundle
+from sekuire.compiler.rego.compile import compile_policy
 from sekuire.runtime import EmbeddedEngine, Engine, OPAEngine, PolicyEnforcer
 
 from ..conftest import OPAServer
 from .opa import RestClient, activate, opa_bench, peak_rss_kib, run_timed
 from .report import Report, Row
 from .stats import Summary, growth_exponent, time_calls, time_interleaved
-from .workload import ACTIONS, AGENT_ID, CACHEABLE_TYPES, SIGNING_ALG, Workload, enforce_call, engine_input
+from .workload import (
+    ACTIONS,
+    AGENT_ID,
+    CACHEABLE_TYPES,
+    SIGNING_ALG,
+    Workload,
+    enforce_call,
+    engine_input,
+)
 
 __all__ = ["GROUPS", "HEADINGS", "Bench", "Settings"]
 

@@ -22,10 +22,10 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sekuire.compiler import Keyring, Policy, parse_policy, sign_document
-from sekuire.compiler.bundle import DATA_FILE, MANIFEST_FILE, build_bundle
-from sekuire.compiler.bundle_signing import BundleSigner
-from sekuire.compiler.canonical import canonical_json
-from sekuire.compiler.compile import CompiledPolicy, compile_policy
+from sekuire.compiler.bundle.signing import BundleSigner
+from sekuire.compiler.bundle.tarball import DATA_FILE, MANIFEST_FILE, build_bundle
+from sekuire.compiler.policy.canonical import canonical_json
+from sekuire.compiler.rego.compile import CompiledPolicy, compile_policy
 from sekuire.runtime import PolicyEnforcer
 from sekuire.runtime.engine import decision_path
 from sekuire.runtime.normalize import normalize_action

@@ -31,15 +31,18 @@ The example policies, in short:
   TLS: *.arxiv.org, api.anthropic.com, api.mistral.ai,
   generativelanguage.googleapis.com, *.wikipedia.org, 10.20.0.0/16,
   192.168.7.10, fd00:ab::/32, [2001:db8::53], blocked export.arxiv.org,
-  *.upload.wikipedia.org, 10.20.99.0/24; files /data/papers/*,
+  *.upload.wikipedia.org, 10.20.99.0/24, 10.20.0.66, fd00:ab:dead::/48,
+  [fd00:ab::66]; files /data/papers/*,
   /home/agent/notes/*, /etc/ssl/certs/ca-certificates.crt, blocked
   /data/papers/embargoed/* and /home/agent/notes/private.md, extensions .pdf
   .md .txt .csv .crt, operations read list create write; apis
   semantic-scholar, crossref, github:*, blocked github:admin; 30
   requests/min, 20000 tokens/min, 250000/h.
-- locked-down: models openai, gpt-4o-mini and o3-*; network and filesystem
-  disabled; tools "*" but shell, file_*, browser; no apis section; 5
-  requests/min, 100/h, tokens unlimited.
+- locked-down: models openai, gpt-4o-mini and o3-*; network with TLS
+  allowing api.openai.com, *.openai.com, 10.0.0.0/8, fd00::/8 and
+  [2001:db8::1] but blocking "*" (a kill switch: every host, IP literals
+  included); filesystem disabled; tools "*" but shell, file_*, browser; no
+  apis section; 5 requests/min, 100/h, tokens unlimited.
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ def host(policy: str, value: Any, expect: Any, direct: Any = SAME, protocol: Any
     case("host", policy, {"type": "network", "host": value, "protocol": protocol}, expect, direct, note)
 
 
-WS_STRIPPED = "the runtime strips surrounding ASCII whitespace; the Rego accepts no whitespace at all"
+WS_KEPT = "whitespace around a host is not stripped by the runtime: the Rego accepts no whitespace at all"
 
 for value in ["api.openai.com", "API.OPENAI.COM", "Api.OpenAI.Com", "api.openai.com.", "API.OPENAI.COM."]:
     host(CODING, value, [], note="case-insensitive, one trailing dot removed")
@@ -114,8 +117,9 @@ for value in ["api.openai.com..", "api.openai.com..:443", "api.openai.com:65536"
               "api.openai.com:0443", "api.openai.com:443:443", "api.openai.com:https", "api.openai.com:-1",
               "api.openai.com: 443"]:
     host(CODING, value, [NET_INV], note="only one trailing dot and one port without leading zeros are tolerated")
-for value in [" api.openai.com", "api.openai.com\t", "api.openai.com\n", "\r\napi.openai.com\r\n"]:
-    host(CODING, value, [], [NET_INV], note=WS_STRIPPED)
+for value in [" api.openai.com", "api.openai.com\t", "api.openai.com\n", "\r\napi.openai.com\r\n", "api.openai.com ",
+              "\x0bapi.openai.com", "api.openai.com\x0c", " evil.anthropic.com", "[::1] "]:
+    host(CODING, value, [NET_INV], note=WS_KEPT)
 for value in ["api.openai.com\u00a0", "\u2003api.openai.com", "api.openai.com\u3000", "api.openai.com\u200b",
               "api.openai.com evil.net", "api.openai.com\r\nHost: evil.net"]:
     host(CODING, value, [NET_INV], note="non-ASCII or inner whitespace is never stripped")
@@ -148,11 +152,20 @@ for value in ["\u0430nthropic.com", "\uff41pi.openai.com", "api\uff0eopenai.com"
 for value in ["2130706433", "0x7f.1", "0x7f000001", "127.1", "0177.0.0.1", "127.000.000.001", "1.2.3.4.5",
               "0x7f.0x0.0x0.0x1", "017700000001", "1.2.3.04", "10.0.0.0x1", "a.1", "a.0x1f"]:
     host(CODING, value, [NET_INV], note="a name whose last label is numeric is an IPv4 number to a resolver")
-for value in ["127.0.0.1", "0.0.0.0", "169.254.169.254", "[::1]", "::1", "[::1]:443", "[::]", "fe80::1"]:
+for value in ["127.0.0.1", "0.0.0.0", "169.254.169.254", "[::1]", "::1", "[::1]:443", "fe80::1"]:
     host(CODING, value, [NET_NA], note="IP literals match only IP entries and CIDRs; this policy has none")
 for value in ["::ffff:127.0.0.1", "[::ffff:7f00:1]", "[fe80::1%25eth0]", "fe80::1%eth0", "[::1", "::1]",
               "1::2::3", ":::", "[::1]:", "[::1]:99999", "[::1]x", "1:2:3:4:5:6:7:8:9"]:
     host(CODING, value, [NET_INV], note="IPv4-mapped, zoned or malformed IPv6")
+CARRIES_IPV4 = "the unspecified address and IPv6 that embeds or aliases IPv4 (an IPv4 CIDR could not see it)"
+for value in ["::", "[::]", "[::]:443", "0:0:0:0:0:0:0:0", "::0.0.0.0", "::127.0.0.1", "[::127.0.0.1]", "::7f00:1",
+              "::a9fe:a9fe", "::169.254.169.254", "::2", "::ffff:0:7f00:1", "[::ffff:0:a9fe:a9fe]",
+              "::ffff:0:127.0.0.1", "64:ff9b::a9fe:a9fe", "64:ff9b::169.254.169.254", "[64:ff9b::7f00:1]:80",
+              "64:ff9b:1::a9fe:a9fe", "64:ff9b:1:ffff::1", "2002:7f00:1::", "2002:a9fe:a9fe::1", "[2002::1]",
+              "2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "[2001:0000:0:0::1]:443"]:
+    host(CODING, value, [NET_INV], note=CARRIES_IPV4)
+for value in ["::1:0:0:0", "64:ff9b:2::1", "2003::1", "2001:1::1", "2001:db8::1", "::fffe:7f00:1"]:
+    host(CODING, value, [NET_NA], note="next to the IPv4 carriers but not in them: a valid IPv6 address")
 host(CODING, "a" * 63 + ".anthropic.com", [], note="a 63-character label is a label")
 host(CODING, "a" * 64 + ".anthropic.com", [NET_INV], note="a label has at most 63 characters")
 host(CODING, ".".join(["a" * 60] * 4) + ".anthropic.com", [NET_INV], note="a name has at most 253 characters")
@@ -188,8 +201,18 @@ for value in ["10.20.99.5", "10.20.99.255", "10.20.99.0:22"]:
 for value in ["010.20.0.1", "10.20.0.01", "10.20.1", "169090561", "0xa.0x14.0.1", "3232237322", "0xc0.0xa8.7.10",
               "192.168.7.010", "[10.20.0.1]", "::ffff:10.20.0.1", "[::ffff:a14:1]", "::ffff:192.168.7.10"]:
     host(RESEARCH, value, [NET_INV], protocol="http", note="other spellings of allowed IPv4 addresses are invalid")
-for value in ["::10.20.0.1", "64:ff9b::10.20.0.1", "[2001:db8::54]", "fd00:ac::1", "fd01::1"]:
+for value in ["::10.20.0.1", "64:ff9b::10.20.0.1", "::ffff:0:10.20.0.1", "2002:a14:1::", "64:ff9b:1::a14:1"]:
+    host(RESEARCH, value, [NET_INV], protocol="http", note=CARRIES_IPV4)
+for value in ["[2001:db8::54]", "fd00:ac::1", "fd01::1"]:
     host(RESEARCH, value, [NET_NA], protocol="http", note="IPv6 never matches an IPv4 entry; outside the IPv6 entries")
+for value in ["10.20.0.66", "10.20.0.66:443", "fd00:ab:dead::1", "[FD00:AB:DEAD:ffff::1]:8443", "fd00:ab::66",
+              "[fd00:ab:0:0::0066]", "fd00:ab:0000:0000:0000:0000:0000:66"]:
+    host(RESEARCH, value, [NET_BLK], protocol="http",
+         note="a blocked IPv4 address, IPv6 CIDR or IPv6 address inside an allowed CIDR, in any spelling")
+for value in ["10.20.0.67", "fd00:ab:deae::1", "fd00:ab::67", "[fd00:ab:dea::1]"]:
+    host(RESEARCH, value, [], protocol="http", note="next to the blocked entries, inside the allowed CIDRs")
+for protocol in ["ws", "wss", "WS", "http", "https"]:
+    host(RESEARCH, "fd00:ab:dead::1", [NET_BLK], protocol=protocol, note="blocked whatever the protocol")
 for value in ["[fd00:ab::1]", "fd00:ab::1", "FD00:AB::1", "[fd00:ab::1]:8443", "fd00:ab:ffff::1", "[2001:db8::53]",
               "2001:db8::53", "2001:DB8::53", "2001:db8:0:0:0:0:0:53", "[2001:0db8::0053]:443"]:
     host(RESEARCH, value, [], protocol="http", note="fd00:ab::/32 and 2001:db8::53 in any IPv6 spelling")
@@ -207,10 +230,19 @@ for value in ["arxiv.org.evil.net", "evil-arxiv.org", "wikipedia.org.evil.net", 
 host(RESEARCH, "arxiv.org", [], protocol="ftp", note="require_tls is false in this policy")
 host(RESEARCH, "arxiv.org", ERR, [], protocol="",
      note="without require_tls a direct query may omit the protocol; the runtime refuses an empty one")
-# locked-down: the network is disabled, which hides every other check
-for value in ["api.openai.com", "evil.net", "user@api.openai.com", "127.0.0.1", "", "[::1]"]:
-    host(LOCKED, value, [NET_OFF], protocol="http", note="enabled: false gives network.disabled and nothing else")
-host(LOCKED, 5, ERR, [INVALID], note="a bad argument is still input.invalid, disabled or not")
+# locked-down: blocked_domains ["*"] is a kill switch, IP literals and allowed CIDRs included
+KILL = "a blocked * blocks every host, IP literals included, whatever the allowed list says"
+for value in ["api.openai.com", "x.openai.com", "API.OPENAI.COM.:443", "10.1.2.3", "10.0.0.1:8080", "[fd00::1]",
+              "fd00:ab::1", "[2001:db8::1]", "2001:DB8:0::1"]:
+    host(LOCKED, value, [NET_BLK], note=KILL)
+for value in ["evil.net", "127.0.0.1", "169.254.169.254", "[::1]", "fe80::1", "8.8.8.8:53"]:
+    host(LOCKED, value, [NET_BLK, NET_NA], note=KILL + "; not allowed either")
+for value in ["user@api.openai.com", "", "[::]", "::ffff:10.1.2.3", "64:ff9b::a01:203", " api.openai.com"]:
+    host(LOCKED, value, [NET_INV], note="an invalid host is network.invalid_host, kill switch or not")
+for protocol in ["http", "ws"]:
+    host(LOCKED, "api.openai.com", [NET_BLK, NET_TLS], protocol=protocol, note="every violation is reported")
+host(LOCKED, "api.openai.com", [NET_BLK], protocol="wss")
+host(LOCKED, 5, ERR, [INVALID], note="a bad argument is still input.invalid")
 
 
 # -- path tricks --------------------------------------------------------------------------------------
@@ -225,7 +257,8 @@ def path(
 NORMALISED = "the runtime resolves it lexically first; OPA refuses paths that are not already normal"
 
 for value in ["/workspace/a.txt", "/workspace/a.TXT", "/workspace/sub/dir/notes.md", "/tmp/x.json",
-              "/workspace/a.exe.txt", "/workspace/.../a.txt", "/workspace/..a/b.txt", "/workspace/a..txt"]:
+              "/workspace/a.exe.txt", "/workspace/..a/b.txt", "/workspace/a..txt", "/workspace/100%.txt",
+              "/workspace/a%zz.txt", "/workspace/a%2.txt", "/workspace/a b.txt", "/workspace/ a.txt"]:
     path(CODING, value, [])
 path(CODING, "/workspace/../etc/passwd", [FS_EXT, FS_NA], [FS_INV], note=NORMALISED)
 path(CODING, "/workspace/../etc/passwd.txt", [FS_NA], [FS_INV], note=NORMALISED)
@@ -263,15 +296,23 @@ for value in ["workspace/a.txt", "./workspace/a.txt", "../workspace/a.txt", "~/a
     path(CODING, value, [FS_INV], note="relative paths are never resolved against a working directory")
 for value in ["/workspace/a.txt\u0000.md", "/workspace/secrets\u0000/key.txt", "\u0000", "/workspace/\u0000"]:
     path(CODING, value, ERR, [FS_INV], note="NUL is a bad argument to the runtime and an invalid path to OPA")
+for value in ["/workspace/\u2025/etc/passwd.txt", "/workspace/\uff0e\uff0e/secrets/key.txt",
+              "/workspace/secrets\u2215key.txt", "/workspace/secrets\u2044key.txt"]:
+    path(CODING, value, [], note="look-alike dots or slashes are literal name characters")
+READ_DIFFERENTLY = "a path a tool could read as another (URL decoding, Windows) is fs.invalid_path"
 for value in ["/workspace/%2e%2e/etc/passwd.txt", "/workspace/secrets%2fkey.txt", "/workspace/%2E%2E/%2E%2E/a.txt",
-              "/workspace/\u2025/etc/passwd.txt", "/workspace/\uff0e\uff0e/secrets/key.txt",
-              "/workspace/secrets\u2215key.txt", "/workspace/..\\secrets\\key.txt",
-              "/workspace/secrets\u2044key.txt"]:
-    path(CODING, value, [], note="percent escapes and look-alike dots or slashes are literal name characters")
-path(CODING, "/workspace/%2e%2e%2fetc%2fpasswd", [FS_EXT], note="a literal name without an extension")
-path(CODING, "/workspace\\..\\etc\\passwd.txt", [FS_NA], note="a backslash is a name character, not a separator")
+              "/workspace/%2e%2e%2fetc%2fpasswd", "/workspace/a%2Fb.txt", "/workspace/%41.txt", "/workspace/x%00.txt",
+              "/workspace/..\\secrets\\key.txt", "/workspace\\..\\etc\\passwd.txt", "/workspace/a\\b.txt",
+              "/workspace/secrets./key.txt", "/workspace/secrets /key.txt", "/workspace/secrets.. /key.txt",
+              "/workspace/a.", "/workspace/a.txt ", "/workspace/a.txt.", "/workspace/.../a.txt", "/workspace/..."]:
+    path(CODING, value, [FS_INV], note=READ_DIFFERENTLY)
+path(CODING, "/workspace/secrets/x/../key.txt%20", [FS_INV], note="resolved by the runtime, then still an escape")
+for operation in ["append", "create", "delete", "execute", "list", "read", "write"]:
+    path(CODING, "/workspace/%2e%2e/etc/passwd", [FS_INV], operation=operation, note=READ_DIFFERENTLY)
+    path(CODING, "/workspace/notes.md", [], operation=operation, note="no allowed_operations: every operation")
+    path(CODING, "/workspace/secrets/k.md", [FS_BLK], operation=operation)
 path(CODING, "/workspace/link-to-etc-passwd.txt", [], note="symlinks are not resolved: the policy judges names")
-for value in ["/workspace/a.txt.exe", "/workspace/.txt", "/workspace/a.", "/workspace/noext", "/workspace/a.txt ",
+for value in ["/workspace/a.txt.exe", "/workspace/.txt", "/workspace/noext",
               "/workspace/a.t\u0445t", "/workspace/a.txt\n", "/workspace/a.TXT.sh", "/workspace/*",
               "/workspace/a.tx"]:
     path(CODING, value, [FS_EXT], note="the final suffix, as pathlib computes it, ASCII case-insensitive")
@@ -340,17 +381,21 @@ EXACT = "names are exact and case-sensitive"
 DENY_EXACT = "a deny entry without * matches only that exact spelling; the allow glob still matches this one"
 
 tool(CODING, "web_search", [])
-for name in ["Web_Search", "WEB_SEARCH", "web_search ", " web_search", "web_search\n", "web_searc", "web_searchx",
-             "web\u200bsearch", "\uff57eb_search", "web_se\u0430rch", "web-search", "web_search\t"]:
+for name in ["Web_Search", "WEB_SEARCH", "web_search ", " web_search", "web_searc", "web_searchx",
+             "web\u200bsearch", "\uff57eb_search", "web_se\u0430rch", "web-search", "web_search\u00a0"]:
     tool(CODING, name, [T_NA], note=EXACT)
-tool(CODING, "web_search\u0000", ERR, [T_NA], note="NUL is a bad argument to the runtime; OPA compares exactly")
-for name in ["file_read", "file_", "file_*", "file_.*", "file_\n", "file_read/../delete"]:
+CONTROL = "a name with a control character (C0, DEL, C1) is a bad argument to the runtime and input.invalid to OPA"
+for name in ["web_search\u0000", "web_search\n", "web_search\t", "file_\n", "file_read\r", "\u001bfile_read",
+             "file_read\u007f", "file_read\u0085", "file_read\u009f", "file_delete\u0000", "file_delete\n"]:
+    tool(CODING, name, ERR, [INVALID], note=CONTROL)
+tool(CODING, "file_read\u0000", ERR, [INVALID], kind="capability", note=CONTROL)
+for name in ["file_read", "file_", "file_*", "file_.*", "file_read/../delete", "file_read\u00a0"]:
     tool(CODING, name, [], note="file_* matches any run of characters after file_, * and newlines included")
 for name in ["file", "files_read", "File_read", "FILE_DELETE", "*", ".*", "^web_search$", "web_search|shell",
              "(?i)WEB_SEARCH", "[w]eb_search", "web_s.arch", "%", "?"]:
     tool(CODING, name, [T_NA], note="a * or regex syntax in the input is literal")
 tool(CODING, "file_delete", [T_BLK], note="denied beats the file_* allow")
-for name in ["file_delete ", "file_Delete", "file_delete\n", "file_deletex"]:
+for name in ["file_delete ", "file_Delete", "file_deletex"]:
     tool(CODING, name, [], note=DENY_EXACT)
 tool(CODING, "github:create_issue", [], kind="capability")
 for name in ["github:create_issues", "github:", "github:*", "GitHub:create_issue", "github:create_issue:admin",
@@ -367,9 +412,10 @@ case("name", CODING, {"type": "tool", "name": "web_search", "policy": {"allow": 
 
 for name in ["shell", "file_read", "file_", "file_*", "browser"]:
     tool(LOCKED, name, [T_BLK], note="blocked beats the * allow")
-for name in ["Shell", "SHELL", "shell ", "browser\n", "File_read", "bash", "sh", "*", "shell;rm", "she\u200bll"]:
+for name in ["Shell", "SHELL", "shell ", "File_read", "bash", "sh", "*", "shell;rm", "she\u200bll", "shell\u00a0"]:
     tool(LOCKED, name, [], note=DENY_EXACT + " (here *)")
-tool(LOCKED, "shell\u0000", ERR, [], note="NUL is refused by the runtime; to OPA it is another name, allowed by *")
+for name in ["shell\u0000", "browser\n", "shell\u0085", "\u007fshell", "she\u0000ll"]:
+    tool(LOCKED, name, ERR, [INVALID], note=CONTROL + ": never another name that * would allow")
 tool(LOCKED, "shell", [T_BLK], kind="capability")
 tool(LOCKED, "github:anything", [], kind="capability")
 tool(LOCKED, "", ERR, [INVALID])
@@ -393,6 +439,8 @@ for name in ["openai", "github"]:
 for name in ["OpenAI", "openai ", "github:admin", "*", "open*", "openai.evil"]:
     api(CODING, name, [A_NA], note=EXACT)
 api(CODING, "", ERR, [INVALID])
+for name in ["openai\u0000", "github\n", "openai\u009b"]:
+    api(CODING, name, ERR, [INVALID], note=CONTROL)
 api(CODING, ["openai"], ERR, [INVALID])
 api(RESEARCH, "github:admin", [A_BLK], note="blocked beats github:*")
 for name in ["github:Admin", "github:admin ", "github:admin:x", "github:", "semantic-scholar", "crossref"]:
@@ -430,7 +478,7 @@ GIVEN = "a given provider wins over the inferred one: the provider must come fro
 model(CODING, "gpt-4o", [])
 model(CODING, "claude-3-opus", [])
 for name in ["gpt-4o-evil", "gpt-4o ", "GPT-4O", "gpt-4o-2024-08-06", "gpt-4", "gpt-4o-mini", "claude-3-opus-evil",
-             "Claude-3-opus", "o1", "o3-mini", "gpt-*", "gpt-4o\n", "chatgpt-4o-latest"]:
+             "Claude-3-opus", "o1", "o3-mini", "gpt-*", "chatgpt-4o-latest"]:
     model(CODING, name, [M_NA], note="allowed_models is exact and case-sensitive; " + INFERRED)
 for provider in ["openai", "OpenAI", "OPENAI", None]:
     model(CODING, "gpt-4o", [], provider=provider, note="a given provider is ASCII-lower-cased; null means absent")
@@ -444,7 +492,12 @@ for name in ["gemini-1.5-pro", "my-local-model", "o1x", "gpt4o", "*", "llama3.1-
              "anthropic/claude-3-opus", "openai/gpt-4o", "gpt_4o", "claude_3_opus", "\u0261pt-4o"]:
     model(CODING, name, [M_NA, M_PROV], note="unknown or disallowed provider, and not an allowed model")
 model(CODING, "my-local-model", [M_NA], provider="openai", note="the provider passes, the model does not")
-model(CODING, "gpt-4o\u0000", ERR, [M_NA], note="NUL is refused by the runtime; to OPA it is another name than gpt-4o")
+for name in ["gpt-4o\u0000", "gpt-4o\n", "claude-3-opus\u0085"]:
+    model(CODING, name, ERR, [INVALID], note=CONTROL)
+for provider in ["openai\u0000", "openai\t", "\u0080openai"]:
+    model(CODING, "gpt-4o", ERR, [INVALID], provider=provider, note=CONTROL)
+for name in ["o3-mini\u0000", "gpt-4o-mini\n"]:
+    model(LOCKED, name, ERR, [INVALID], note=CONTROL)
 for name in ["", 1, None, ["gpt-4o"]]:
     model(CODING, name, ERR, [INVALID], note="a model name must be a non-empty string")
 case("model", CODING, {"type": "model", "name": "gpt-4o", "allowed": True}, ERR, [],

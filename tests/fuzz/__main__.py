@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-VECTORS = ROOT.parent / "shared" / "vectors"
+VECTORS = ROOT / "tests" / "vectors"
 EXAMPLES = ROOT / "policies" / "examples"
 OPA_VECTORS = VECTORS / "opa-bundle"
 TARGET_NAMES = ("policy", "content", "bundle", "tar")
@@ -31,14 +31,14 @@ class Targets:
 
     def __init__(self) -> None:
         from sekuire.compiler import Keyring
-        from sekuire.compiler.bundle_signing import load_public_key
+        from sekuire.compiler.bundle.keys import load_public_key
 
         self.keyring = Keyring.load(EXAMPLES / "keyring.json")
         self.bundle_key = load_public_key(OPA_VECTORS / "test-rsa-public.pem")
 
     def policy(self, data: bytes) -> None:
         from sekuire.compiler import PolicyError, parse_policy
-        from sekuire.compiler.canonical import strict_loads
+        from sekuire.compiler.policy.canonical import strict_loads
 
         try:
             parse_policy(strict_loads(data), self.keyring, source="fuzz")
@@ -47,8 +47,9 @@ class Targets:
 
     def content(self, data: bytes) -> None:
         from sekuire.compiler import CompileError, PolicyError
-        from sekuire.compiler.canonical import strict_loads
-        from sekuire.compiler.compile import compile_policy
+        from sekuire.compiler.policy.canonical import strict_loads
+        from sekuire.compiler.rego.compile import compile_policy
+
         from tests.security_support import unsigned_policy
 
         try:
@@ -57,8 +58,8 @@ class Targets:
             _one_line(exc)
 
     def bundle(self, data: bytes) -> None:
-        from sekuire.compiler.bundle import BundleLimits, read_bundle
-        from sekuire.compiler.bundle_signing import decode_signature, verify_bundle
+        from sekuire.compiler.bundle.tarball import BundleLimits, read_bundle
+        from sekuire.compiler.bundle.verify import decode_signature, verify_bundle
         from sekuire.compiler.errors import BundleError
 
         try:
@@ -93,9 +94,9 @@ class Targets:
     @staticmethod
     def _signed_examples(documents: list[dict[str, Any]]) -> Iterator[bytes]:
         from sekuire.compiler import Keyring, parse_policy
-        from sekuire.compiler.bundle import build_bundle
-        from sekuire.compiler.bundle_signing import BundleSigner
-        from sekuire.compiler.compile import compile_policy
+        from sekuire.compiler.bundle.signing import BundleSigner
+        from sekuire.compiler.bundle.tarball import build_bundle
+        from sekuire.compiler.rego.compile import compile_policy
 
         signer = BundleSigner((OPA_VECTORS / "test-rsa-private.pem").read_bytes())
         keyring = Keyring.load(EXAMPLES / "keyring.json")
@@ -127,10 +128,10 @@ def _atheris_worker(name: str, seconds: int, corpus: Path) -> None:
     import atheris
 
     with atheris.instrument_imports(include=["sekuire"]):
-        import sekuire.compiler.bundle  # noqa: F401 - loaded here to be instrumented
-        import sekuire.compiler.bundle_signing  # noqa: F401
-        import sekuire.compiler.compile  # noqa: F401
-        import sekuire.compiler.policy  # noqa: F401
+        import sekuire.compiler.bundle.tarball  # noqa: F401 - loaded here to be instrumented
+        import sekuire.compiler.bundle.verify  # noqa: F401
+        import sekuire.compiler.policy.document  # noqa: F401
+        import sekuire.compiler.rego.compile  # noqa: F401
     targets = Targets()
     for index, seed in enumerate(targets.seeds(name)):
         (corpus / f"seed-{index}").write_bytes(seed)

@@ -1,0 +1,76 @@
+"""The decision contract in Python: :class:`Decision`, its :class:`Violation` items, and the error that carries a deny."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import EngineResponseError, SekuireRuntimeError
+
+__all__ = ["Decision", "ENGINE_UNAVAILABLE", "PolicyViolationError", "Violation"]
+
+#: The rule of the deny that stands in for a decision the engine could not give.
+ENGINE_UNAVAILABLE = "engine.unavailable"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One reason for a deny: the contract's rule id and its message."""
+
+    rule: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A decision of the contract: ``allow`` iff there are no ``violations``; ``raw`` is the engine's object."""
+
+    allow: bool
+    violations: tuple[Violation, ...] = ()
+    # Compared but not hashed (dicts are not hashable): decisions can go in sets.
+    policy: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
+
+    @property
+    def allowed(self) -> bool:
+        """The seed's name for :attr:`allow`."""
+        return self.allow
+
+    @classmethod
+    def from_result(cls, raw: Mapping[str, Any]) -> Decision:
+        """Read an engine's answer; anything off-contract is an EngineResponseError (and so a deny)."""
+        allow = raw.get("allow")
+        items = raw.get("violations")
+        if not isinstance(allow, bool) or not isinstance(items, list):
+            raise EngineResponseError("the decision lacks a boolean 'allow' or a 'violations' array")
+        violations = []
+        for item in items:
+            if not (isinstance(item, dict) and isinstance(item.get("rule"), str) and isinstance(item.get("message"), str)):
+                raise EngineResponseError("a violation lacks a string 'rule' or 'message'")
+            violations.append(Violation(item["rule"], item["message"]))
+        if allow == bool(violations):
+            raise EngineResponseError(f"the decision says allow={allow} with {len(violations)} violation(s)")
+        policy = raw.get("policy")
+        return cls(allow, tuple(violations), policy if isinstance(policy, dict) else {}, raw)
+
+    @classmethod
+    def failure(cls, reason: str) -> Decision:
+        """The deny that stands in for a decision the engine could not give."""
+        return cls(False, (Violation(ENGINE_UNAVAILABLE, reason),))
+
+
+class PolicyViolationError(SekuireRuntimeError):
+    """The policy denied an action; ``rule`` and ``reason`` name its first violation."""
+
+    code = "policy_violation"
+
+    def __init__(self, rule: str, reason: str, decision: Decision | None = None) -> None:
+        super().__init__(f"{rule}: {reason}")
+        self.rule = rule
+        self.reason = reason
+        self.decision = decision
+
+    def __reduce__(self) -> tuple[type[PolicyViolationError], tuple[str, str, Decision | None]]:
+        # Exceptions with a custom __init__ need this to survive pickling (multiprocessing, logging queues).
+        return type(self), (self.rule, self.reason, self.decision)
