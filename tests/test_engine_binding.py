@@ -245,7 +245,7 @@ def test_python_inputs_are_read_as_json_dumps_writes_them():
     rule = 'data["echo"]["out"]'
     doc = {"i": 1, "neg": -5, "big": 2**70, "negbig": -(2**80), "f": 1.5, "whole": 2.0, "tiny": 1e-7, "huge": 1e300,
            "t": (1, "a"), "e": Color.RED, "s": Name.BOB, "n": None, "b": True,
-           1: "int key", 2.5: "float key", True: "bool key", None: "none key", "nested": {"l": [[], {}, ""]}}
+           1: "int key", 2.5: "float key", False: "bool key", None: "none key", "nested": {"l": [[], {}, ""]}}
     via_json = json.loads(policy.evaluate_json(rule, json.dumps(doc)))
     assert policy.evaluate(rule, doc) == via_json == json.loads(json.dumps(doc))
     assert policy.interpret(rule, doc) == via_json
