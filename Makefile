@@ -12,11 +12,12 @@ export SEKUIRE_OPA := $(OPA)
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# pip builds the embedded engine (rust/, setuptools-rust runs cargo --locked) with the pinned build tools.
+$(VENV)/.installed: pyproject.toml constraints.txt rust/Cargo.toml rust/Cargo.lock $(wildcard rust/src/*.rs)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt setuptools wheel
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,all,lint]'
+	$(BIN)/pip install -q -c constraints.txt setuptools setuptools-rust wheel
+	$(BIN)/pip install -q -c constraints.txt --no-build-isolation -e '.[test,all,lint]'
 	touch $@
 
 # The real OPA, pinned, in a git-ignored tool folder; a no-op when it is already there.

@@ -7,42 +7,36 @@ httpx transport handles one request. Two engines: :class:`EmbeddedEngine`
 :class:`~sekuire.runtime.opa.OPAEngine` (a real OPA over its REST API).
 
 Every engine failure surfaces as :class:`EngineError`, which the enforcer turns
-into a deny. regorus is used only in this module.
+into a deny. The regorus binding (``sekuire.runtime._regorus``, built from
+``rust/`` over the upstream ``regorus`` crate) is used only in this module.
 
-Why regorus' compiled RVM, one VM per thread (numbers below): regorus objects
-are pinned to the thread that created them (pyo3 ``unsendable``: using, cloning
-or even dropping one on another thread panics or leaks), so neither one engine
-behind a lock nor ``Engine.clone()`` per thread is possible. The program is
-compiled once and kept as bytes; each thread loads its own VM from them.
+Why one shared ``_regorus.Policy`` per engine (numbers below): it compiles
+each entry point once into an immutable RVM program and evaluates on a pool of
+VMs with the GIL released, so any number of threads share it, without
+per-thread state, locks in Python or copies of the program.
 """
 
 from __future__ import annotations
 
 import abc
-import itertools
 import json
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-
-import regorus
 
 from ..compiler.errors import BundleVerificationError
 from ..compiler.files import read_limited
 from ..compiler.policy.document import Policy
 from ..compiler.rego.compile import CompiledPolicy, compile_policy
 from ..compiler.rego.library import workspace_root
-from .errors import (
-    EngineResponseError,
-    EngineUnavailable,
-    InvalidActionError,
-    SekuireRuntimeError,
-)
+from ._regorus import CompileError as RegoCompileError
+from ._regorus import Policy as RegoPolicy
+from ._regorus import RegorusError, UndefinedError
+from .errors import EngineResponseError, EngineUnavailable, InvalidActionError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -53,24 +47,20 @@ __all__ = ["EmbeddedEngine", "Engine", "decision_path", "rule_ref"]
 
 logger = logging.getLogger(__name__)
 
-# Measured on the vector policy's decision over a mix of six action types (regorus 0.13.0, CPython 3.11,
-# a 2-core VM shared with other work, so +-30%):
-#   regorus.Engine  (add_policy, set_input_json, eval_rule)               ~440-560 us/decision;
-#                    4-7 ms to load the modules, ~3 ms for the first decision
-#   regorus.Rvm     (compile_from_modules, set_input_json, execute_...)   ~55-70 us/decision;
-#                    6-10 ms to compile, 0.2 ms for the first decision, <1 ms to load a VM in a new thread
-#   8 threads on per-thread VMs: ~80-120 us/decision of wall time (the GIL allows no parallel speed-up);
-#   one VM fed through a queue by its owner thread (the only way to share one): ~100-230 us.
-
-# regorus marks an undefined result with this JSON string.
-_UNDEFINED = '"<undefined>"'
+# Measured on the bench workload's 10,000-entry policy (tests/bench; regorus 0.14.1 through _regorus,
+# CPython 3.11, a 2-core VM shared with other work, so +-30%):
+#   one decision, GIL released inside: tool ~16 us, api ~15, rate_limit ~19, model ~45, network ~55,
+#                    filesystem ~65 (regorus 0.13 through gordon-to-regorus: ~55 us on the six-type mix
+#                    where this binding takes ~45); the Rego library of the merge with main costs more:
+#                    tool ~24, api ~24, rate_limit ~18, model ~54, network ~56, filesystem ~69;
+#   RUST_BACKTRACE=1: no difference (the six decisions sum to 250 us with it, 246-250 us without);
+#   binding overhead (trivial rule): 2.0 us with Python objects in and out, 7.0 us with JSON text
+#                    (a reused encoder, evaluate_json, json.loads), so objects it is;
+#   load + compile the decision: 8 ms (10 entries) to 24 ms (10,000); first decision 0.2-0.6 ms;
+#   tool decisions on 1 / 2 / 8 threads sharing one engine: ~60k / ~100k / ~67k per second (1.95 CPUs
+#                    busy at 2 threads; at 8, GIL hand-offs between Python threads cost the difference).
 
 _MAX_KEY_BYTES = 1 << 16
-
-_engine_ids = itertools.count(1)
-# Per thread: engine id -> (weak reference to the engine, {entry point: Rvm}). Kept outside the
-# engine so that a VM is only ever dropped by the thread that made it.
-_thread_vms = threading.local()
 
 
 def decision_path(workspace_id: str) -> str:
@@ -89,15 +79,14 @@ def rule_ref(path: str) -> str:
     return "data" + "".join(f"[{json.dumps(segment)}]" for segment in segments)
 
 
-def _regorus_message(exc: BaseException) -> str:
-    # regorus errors carry a Rust backtrace after the first line when RUST_BACKTRACE is set.
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
-
-
-def _is_regorus_error(exc: BaseException) -> bool:
-    # Besides ordinary exceptions, pyo3 raises PanicException (a BaseException) when Rust panics.
-    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+def _first_line(exc: BaseException) -> str:
+    """One line: regorus' "error: ..." line and its "--> file:line:col" where it quotes the source."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    error = next((line for line in lines if line.startswith("error:")), None)
+    if error is None:
+        return (lines[0] if lines else type(exc).__name__)[:300]
+    where = next((line[3:].strip() for line in lines if line.startswith("-->")), "")
+    return (error.removeprefix("error:").strip() + (f" (at {where})" if where else ""))[:300]
 
 
 class Engine(abc.ABC):
@@ -140,8 +129,9 @@ class Engine(abc.ABC):
 class EmbeddedEngine(Engine):
     """In-process Rego (regorus' compiled RVM) over a fixed set of modules and data: one revision for life.
 
-    Thread-safe: each thread gets its own VM (see the module docstring). A new
-    policy means a new engine; the enforcer's cache notices the new revision.
+    Thread-safe, and threads evaluate in parallel: the GIL is released while
+    regorus runs (see the module docstring). A new policy means a new engine;
+    the enforcer's cache notices the new revision.
     """
 
     def __init__(
@@ -158,16 +148,16 @@ class EmbeddedEngine(Engine):
         ``entry_points`` are compiled now, so a policy regorus cannot compile fails
         here rather than at its first decision; other paths compile on first use.
         """
-        self._id = next(_engine_ids)
-        self._modules = sorted(modules.items())
-        self._data_json = json.dumps(data)
         self._revision = revision
         self._bundle_name = bundle_name
-        self._programs: dict[str, bytes] = {}
+        self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._closed = False
+        try:
+            self._policy: RegoPolicy | None = RegoPolicy(sorted(modules.items()), json.dumps(data))
+        except RegorusError as exc:
+            raise EngineResponseError(f"cannot load the policy: {_first_line(exc)}") from None
         for path in entry_points:
-            self._program(path)
+            self._compile(path)
 
     @classmethod
     def from_compiled(cls, compiled: CompiledPolicy) -> EmbeddedEngine:
@@ -236,110 +226,53 @@ class EmbeddedEngine(Engine):
     def bundles(self) -> dict[str, str]:
         return {self._bundle_name: self._revision}
 
-    def _program(self, path: str) -> bytes:
-        """The compiled program for ``path`` as bytes (a regorus Program cannot leave its thread; bytes can)."""
-        with self._lock:
-            if self._closed:
-                raise EngineUnavailable("the embedded engine is closed")
-            program = self._programs.get(path)
-            if program is None:
-                ref = rule_ref(path)
-                try:
-                    program = regorus.Program.compile_from_modules(self._data_json, self._modules, [ref]).serialize_binary()
-                except BaseException as exc:
-                    if not _is_regorus_error(exc):
-                        raise
-                    raise EngineResponseError(f"cannot compile {ref}: {_regorus_message(exc)}") from None
-                self._programs[path] = program
-            return program
+    def _live(self) -> RegoPolicy:
+        policy = self._policy
+        if policy is None:
+            raise EngineUnavailable("the embedded engine is closed")
+        return policy
 
-    def _thread_entry(self) -> tuple[weakref.ref[EmbeddedEngine], dict[str, tuple[Any, str]]]:
-        """This thread's VMs of this engine (entry point -> (Rvm, rule ref))."""
-        engines: dict[int, tuple[weakref.ref[EmbeddedEngine], dict[str, tuple[Any, str]]]]
-        engines = _thread_vms.__dict__.setdefault("engines", {})
-        entry = engines.get(self._id)
-        if entry is None:
-            # Drop this thread's VMs of engines that are gone or closed, here in the thread that owns them.
-            for engine_id, (ref, _) in list(engines.items()):
-                engine = ref()
-                if engine is None or engine._closed:
-                    del engines[engine_id]
-            entry = engines[self._id] = (weakref.ref(self), {})
-        return entry
+    def _rule(self, path: str) -> str:
+        ref = self._refs.get(path)
+        if ref is None:
+            ref = rule_ref(path)
+            with self._lock:
+                if len(self._refs) < _MAX_REFS:
+                    self._refs[path] = ref
+        return ref
 
-    def _vm(self, path: str) -> tuple[Any, str]:
-        """This thread's VM for ``path`` and the entry point to run."""
-        entry = self._thread_entry()
-        vm = entry[1].get(path)
-        if vm is None:
-            program, partial = regorus.Program.deserialize_binary(self._program(path))
-            if partial:
-                raise EngineUnavailable(f"the compiled program for {path} is incomplete")
-            machine = regorus.Rvm()
-            machine.load_program(program)
-            machine.set_data_json(self._data_json)
-            vm = entry[1][path] = (machine, rule_ref(path))
-        return vm
+    def _compile(self, path: str) -> None:
+        ref = self._rule(path)
+        try:
+            self._live().compile(ref)
+        except RegorusError as exc:
+            raise EngineResponseError(f"cannot compile {ref}: {_first_line(exc)}") from None
 
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
-        if self._closed:
-            raise EngineUnavailable("the embedded engine is closed")
+        policy = self._live()
+        ref = self._rule(path)
         try:
-            input_json = json.dumps(input, allow_nan=False)
+            result = policy.evaluate(ref, input)
+        except UndefinedError:
+            raise EngineResponseError(f"{path}: undefined (no rule at this path answered)") from None
+        except RegoCompileError as exc:
+            raise EngineResponseError(f"cannot compile {ref}: {_first_line(exc)}") from None
+        except RegorusError as exc:
+            raise EngineResponseError(f"{path}: {_first_line(exc)}") from None
         except (TypeError, ValueError) as exc:
+            # Raised only by the conversion of the input, with json.dumps' wording.
             raise InvalidActionError(f"input is not JSON: {exc}") from None
-        try:
-            vm, ref = self._vm(path)
-            vm.set_input_json(input_json)
-            output = vm.execute_entry_point(ref)
-        except SekuireRuntimeError:
-            raise
-        except BaseException as exc:
-            if not _is_regorus_error(exc):
-                raise
-            # A VM that failed (or panicked) mid-run may be left inconsistent: this thread builds a new one.
-            self._thread_entry()[1].pop(path, None)
-            message = _regorus_message(exc)
-            if _INSTRUCTION_LIMIT not in message:
-                raise EngineResponseError(f"{path}: {message}") from None
-            # The RVM stops at a fixed instruction budget (25,000 in regorus 0.13) that big inputs, such as a
-            # manifest with hundreds of tools, can need more of; the interpreter has no such budget.
-            output = self._interpret(path, input_json)
-        if output.strip() == _UNDEFINED:
-            raise EngineResponseError(f"{path}: undefined (no rule at this path answered)")
-        result = json.loads(output)
         if not isinstance(result, dict):
             raise EngineResponseError(f"{path}: expected an object, got {type(result).__name__}")
         return result
 
-    def _interpret(self, path: str, input_json: str) -> str:
-        """Evaluate with this thread's regorus interpreter for this engine (built on first use)."""
-        entry = self._thread_entry()[1]
-        interpreter = entry.get(_INTERPRETER)
-        try:
-            if interpreter is None:
-                interpreter = regorus.Engine()
-                for name, source in self._modules:
-                    interpreter.add_policy(name, source)
-                interpreter.add_data_json(self._data_json)
-                entry[_INTERPRETER] = interpreter
-            interpreter.set_input_json(input_json)
-            return interpreter.eval_rule_as_json(rule_ref(path))
-        except BaseException as exc:
-            if not _is_regorus_error(exc):
-                raise
-            entry.pop(_INTERPRETER, None)
-            raise EngineResponseError(f"{path}: {_regorus_message(exc)}") from None
-
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._programs.clear()
-        getattr(_thread_vms, "engines", {}).pop(self._id, None)
+        # Evaluations under way keep their reference to the policy and finish; regorus frees it after them.
+        self._policy = None
 
 
-_INSTRUCTION_LIMIT = "exceeded maximum instruction limit"
-_INTERPRETER = "<interpreter>"  # the key of a thread's interpreter among its VMs (paths never start with "<")
+# Entry points remembered per engine (paths come from the enforcer: a handful; the bound is for direct callers).
+_MAX_REFS = 1024
 
 
 def _read_key(path: os.PathLike[str]) -> bytes:

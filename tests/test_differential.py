@@ -6,9 +6,9 @@ agent manifests is decided by
 
 - tests/reference.py over the raw policy content (allow + sorted violations),
 - one real ``opa eval`` process over the rendered modules and data (all cases at once),
-- the embedded engine regorus (the Python package the runtime uses), both its
-  interpreter (``Engine``) and its compiled VM (``Program`` + ``Rvm``, what the
-  runtime's EmbeddedEngine runs),
+- the embedded engine regorus (the runtime's own binding ``sekuire.runtime._regorus``),
+  both its interpreter and its compiled VM (what the runtime's EmbeddedEngine
+  runs), the VM fed both ways: Python objects and JSON text,
 
 and the three must agree: the reference with OPA on allow and the violation
 list, OPA with regorus on the whole decision document.
@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import regorus
+
 from sekuire.compiler import Keyring, load_policy
 from sekuire.compiler.rego.compile import CompiledPolicy, compile_policy
+from sekuire.runtime import _regorus
 
 from . import reference
 from .security_support import unsigned_policy
@@ -354,41 +355,21 @@ def _opa_results(opa_bin: str, tmp_path: Path, compiled, cases) -> list[Any]:
     return json.loads(out.stdout)["result"][0]["expressions"][0]["value"]
 
 
-def _regorus_results(compiled, cases) -> list[Any]:
-    engine = regorus.Engine()
-    data: dict[str, Any] = {}
-    for policy, _ in compiled:
-        for name, source in policy.modules.items():
-            engine.add_policy(name, source)
-        _merge(data, policy.data)
-    engine.add_data_json(json.dumps(data))
-    results = []
-    for policy, _, entry, doc in cases:
-        engine.set_input_json(json.dumps(doc))
-        results.append(engine.eval_rule(f"data.{policy.package}.{entry}"))
-    return results
-
-
-def _rvm_results(compiled, cases) -> list[Any]:
-    """The same cases on regorus' compiled VM, which the runtime's EmbeddedEngine runs."""
+def _regorus_results(compiled, cases) -> tuple[list[Any], list[Any], list[Any]]:
+    """(interpreter, compiled VM on Python objects, compiled VM on JSON text) results of every case."""
     data: dict[str, Any] = {}
     modules = []
     for policy, _ in compiled:
         modules += list(policy.modules.items())
         _merge(data, policy.data)
-    data_json = json.dumps(data)
-    machines: dict[str, Any] = {}
-    results = []
+    engine = _regorus.Policy(modules, json.dumps(data))
+    interpreted, objects, texts = [], [], []
     for policy, _, entry, doc in cases:
         ref = f"data.{policy.package}.{entry}"
-        if ref not in machines:
-            program = regorus.Program.compile_from_modules(data_json, modules, [ref])
-            machines[ref] = regorus.Rvm()
-            machines[ref].load_program(program)
-            machines[ref].set_data_json(data_json)
-        machines[ref].set_input_json(json.dumps(doc))
-        results.append(json.loads(machines[ref].execute_entry_point(ref)))
-    return results
+        interpreted.append(engine.interpret(ref, doc))
+        objects.append(engine.evaluate(ref, doc))
+        texts.append(json.loads(engine.evaluate_json(ref, json.dumps(doc))))
+    return interpreted, objects, texts
 
 
 def test_corpus_is_large_and_covers_every_action_type() -> None:
@@ -402,20 +383,22 @@ def test_corpus_is_large_and_covers_every_action_type() -> None:
 def _agree(opa_bin, tmp_path, compiled, actions, manifests) -> dict[bool, int]:
     cases = list(_cases(compiled, actions, manifests))
     opa = _opa_results(opa_bin, tmp_path, compiled, cases)
-    embedded = _regorus_results(compiled, cases)
-    compiled_vm = _rvm_results(compiled, cases)
-    assert len(opa) == len(embedded) == len(compiled_vm) == len(cases)
+    embedded, compiled_vm, compiled_vm_json = _regorus_results(compiled, cases)
+    assert len(opa) == len(embedded) == len(compiled_vm) == len(compiled_vm_json) == len(cases)
 
     mismatches = []
     outcomes = {True: 0, False: 0}
-    for (policy, content, entry, doc), from_opa, from_regorus, from_rvm in zip(cases, opa, embedded, compiled_vm):
+    for (policy, content, entry, doc), from_opa, from_regorus, from_rvm, from_rvm_json in zip(
+        cases, opa, embedded, compiled_vm, compiled_vm_json
+    ):
         meta = policy.data["sekuire"]["workspaces"][policy.workspace_id]["policy"]["meta"]
         expected = (reference.decide(content, doc, meta) if entry == "decision"
                     else reference.check_manifest(content, doc, meta))
         outcomes[from_opa["allow"]] += 1
-        if from_opa != expected or from_regorus != from_opa or from_rvm != from_opa:
+        if from_opa != expected or not from_regorus == from_rvm == from_rvm_json == from_opa:
             mismatches.append({"workspace": policy.workspace_id, "entry": entry, "input": doc, "reference": expected,
-                               "opa": from_opa, "regorus": from_regorus, "regorus_rvm": from_rvm})
+                               "opa": from_opa, "regorus": from_regorus, "regorus_rvm": from_rvm,
+                               "regorus_rvm_json": from_rvm_json})
     assert not mismatches, json.dumps(mismatches[:5], indent=1, ensure_ascii=False) + f"\n({len(mismatches)} in all)"
     return outcomes
 

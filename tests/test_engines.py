@@ -57,7 +57,7 @@ def test_embedded_answers_the_decision_and_the_manifest(compiled):
 
 
 def test_embedded_is_safe_across_threads(compiled):
-    """Eight threads, each with its own VM, get exactly the single-threaded answers."""
+    """Eight threads sharing one engine get exactly the single-threaded answers."""
     engine = EmbeddedEngine.from_compiled(compiled)
     inputs = [TOOL, BLOCKED] * 25
     expected = [engine.evaluate(compiled.decision_path, i) for i in inputs]
@@ -78,7 +78,10 @@ def test_embedded_is_safe_across_threads(compiled):
 
 
 def test_closing_never_drops_a_vm_on_another_thread(compiled, monkeypatch):
-    """regorus objects may only be dropped by their own thread; closing and collecting an engine elsewhere must not."""
+    """An engine used on several threads, closed on one and collected on another, raises nothing anywhere.
+
+    (The old regorus binding's objects could only be dropped by the thread that made them.)
+    """
     unraisable: list[Any] = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     engine = EmbeddedEngine.from_compiled(compiled)

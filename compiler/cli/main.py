@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SekuireError
-from ..version import OPA_VERSION, __version__
+from ..version import OPA_VERSION, REGORUS_VERSION, __version__
 from .commands import COMMANDS, EXAMPLES
 from .exitcodes import EXIT_ERROR, EXIT_OK
 
@@ -28,12 +28,7 @@ EXIT_BROKEN_PIPE = 141
 
 def version_text() -> str:
     """What ``sekuire --version`` prints: the package, the OPA it targets and the embedded engine."""
-    from importlib import metadata
-
-    try:
-        engine = f"regorus {metadata.version('gordon-to-regorus')}"
-    except metadata.PackageNotFoundError:
-        engine = "regorus (not installed)"
+    engine = f"regorus {REGORUS_VERSION}"
     return f"sekuire-opa {__version__} (OPA {OPA_VERSION} compatible; embedded engine {engine})"
 
 

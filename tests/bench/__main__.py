@@ -12,11 +12,11 @@ import datetime
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 
 from sekuire.compiler import __version__ as sekuire_version
@@ -54,6 +54,14 @@ def _git_commit() -> str:
     return result.stdout.strip()
 
 
+def regorus_version() -> str:
+    """The regorus crate the embedded engine is built from (rust/Cargo.lock)."""
+    lock = Path(__file__).resolve().parents[2] / "rust" / "Cargo.lock"
+    text = lock.read_text(encoding="utf-8")
+    match = re.search(r'name = "regorus"\nversion = "([^"]+)"', text)
+    return match.group(1) if match else "unknown"
+
+
 def _meta(settings: Settings, opa: str, groups: Sequence[str]) -> dict[str, object]:
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -62,7 +70,7 @@ def _meta(settings: Settings, opa: str, groups: Sequence[str]) -> dict[str, obje
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "opa": opa_version(opa),
-        "regorus": metadata.version("gordon-to-regorus"),
+        "regorus": regorus_version(),
         "sekuire": sekuire_version,
         "loadavg_at_start": os.getloadavg(),
         "groups": list(groups),
