@@ -287,7 +287,7 @@ class DecisionLogger:
             except Exception as exc:  # noqa: BLE001
                 self._failed()
                 logger.warning("decision-log sink %s failed: %s", type(sink).__name__, exc)
-        return event["decision_id"]
+        return str(event["decision_id"])
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -39,8 +39,7 @@ from ._regorus import RegorusError, UndefinedError
 from .errors import EngineResponseError, EngineUnavailable, InvalidActionError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-
+    from ..compiler.bundle.keys import PublicKey
     from ..compiler.bundle.tarball import Bundle
 
 __all__ = ["EmbeddedEngine", "Engine", "decision_path", "rule_ref"]
@@ -180,7 +179,7 @@ class EmbeddedEngine(Engine):
         cls,
         bundle: str | os.PathLike[str] | bytes,
         *,
-        verification_key: str | bytes | os.PathLike[str] | PublicKeyTypes | None = None,
+        verification_key: str | bytes | os.PathLike[str] | PublicKey | None = None,
         alg: str | None = None,
         scope: str | None = None,
         allow_unsigned: bool = False,

@@ -16,7 +16,6 @@ running on one); they are released when no longer referenced.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -67,10 +66,12 @@ class PolicyGateway:
             raise TypeError("pass either enforcer_factory or PolicyEnforcer keyword arguments, not both")
         self.client = client
         self.workspace_id = workspace_id
-        if enforcer_factory is None:
-            enforcer_kwargs.setdefault("rate_limiter", RateLimiter())
-            enforcer_factory = functools.partial(PolicyEnforcer, **enforcer_kwargs)
-        self._factory = enforcer_factory
+        enforcer_kwargs.setdefault("rate_limiter", RateLimiter())
+
+        def default_factory(policy: Policy) -> PolicyEnforcer:
+            return PolicyEnforcer(policy, **enforcer_kwargs)
+
+        self._factory = enforcer_factory or default_factory
         self._active: _Active | None = None
         #: Decisions of every enforcer this gateway installs, across policy swaps (read by Beacon).
         self.counters = DecisionCounters()

@@ -66,12 +66,14 @@ class LLMError(SekuireRuntimeError):
 class ChatModel(Protocol):
     def complete(self, model: str, messages: Messages, **kwargs: Any) -> dict[str, Any]:
         """One chat completion, as an OpenAI chat-completions response object."""
+        ...
 
 
 @runtime_checkable
 class AsyncChatModel(Protocol):
     async def acomplete(self, model: str, messages: Messages, **kwargs: Any) -> dict[str, Any]:
         """The asyncio twin of :meth:`ChatModel.complete`."""
+        ...
 
 
 def redact_url(url: str) -> str:

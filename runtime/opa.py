@@ -233,7 +233,7 @@ class OPAEngine(Engine):
         if status >= 500 and not _is_opa_error(body):
             raise EngineUnavailable(f"{where}: HTTP {status}")
         if _is_opa_error(body):
-            raise EngineResponseError(f"{where}: HTTP {status}: {_opa_error_message(body)}")
+            raise EngineResponseError(f"{where}: HTTP {status}: {_opa_error_message(body or {})}")
         if not 200 <= status < 300:
             raise EngineResponseError(f"{where}: HTTP {status}")
         if not isinstance(body, dict):

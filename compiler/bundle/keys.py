@@ -13,6 +13,7 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from ..errors import BundleError
 from ..files import read_limited
@@ -138,6 +139,7 @@ def _private_key(pem: bytes) -> PrivateKey:
 def _public_key(pem: bytes) -> PublicKey:
     if b"PRIVATE KEY-----" in pem:
         raise BundleError("expected a public key, got a private key: verifiers never need the private key")
+    key: PublicKeyTypes
     try:
         if b"-----BEGIN CERTIFICATE-----" in pem:
             key = x509.load_pem_x509_certificate(pem).public_key()

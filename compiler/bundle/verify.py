@@ -145,15 +145,15 @@ def _verify(bundle: Bundle, key: bytes | PublicKey, alg: str, scope: str | None,
     for name, content in bundle.files.items():
         if name == SIGNATURES_FILE:
             continue
-        entry = listed.get(name)
-        if entry is None:
+        signed = listed.get(name)
+        if signed is None:
             raise BundleVerificationError(f"missing file in signatures: {name}")
-        if not entry.algorithm:
+        if not signed.algorithm:
             raise BundleVerificationError(f"{name}: no hash algorithm in signatures")
-        if not _HEX.match(entry.hash):
+        if not _HEX.match(signed.hash):
             raise BundleVerificationError(f"{name}: signed hash is not hex")
-        actual = file_digest(name, content, entry.algorithm)
-        if not hmac.compare_digest(actual, entry.hash.lower()):
+        actual = file_digest(name, content, signed.algorithm)
+        if not hmac.compare_digest(actual, signed.hash.lower()):
             raise BundleVerificationError(f"{name}: digest mismatch")
     extra = sorted(set(listed) - set(bundle.files))
     if extra:
@@ -185,7 +185,7 @@ def _single_token(signatures: dict[str, Any]) -> str:
         raise BundleVerificationError(f"{SIGNATURES_FILE}: /signatures must be a list of JWT strings")
     if len(tokens) > 1:
         raise BundleVerificationError(f"{SIGNATURES_FILE}: multiple JWTs not supported (expected exactly one)")
-    return tokens[0]
+    return str(tokens[0])
 
 
 def _b64_json(segment: str, what: str) -> Any:

@@ -85,7 +85,7 @@ def main() -> int:
         except PolicyViolationError as err:
             print(f"   DENY   {call:58} {err.rule}: {err.reason}")
 
-    allowed = 0
+    allowed, last = 0, "none"
     for _ in range(70):
         try:
             enforcer.enforce_rate_limit("request")
