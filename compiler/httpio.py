@@ -24,14 +24,12 @@ error tree; messages name no credentials (the caller passes a redacted URL).
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import socket
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +37,19 @@ import httpx
 
 from .textsafe import clean, redact_text
 
-__all__ = ["ACCEPT_ENCODING", "BoundedResponse", "Fail", "arequest_bounded", "request_bounded"]
+__all__ = [
+    "ACCEPT_ENCODING",
+    "WATCHDOG",
+    "BoundedResponse",
+    "Fail",
+    "Watchdog",
+    "aread_body",
+    "arequest_bounded",
+    "check_head",
+    "read_body",
+    "request_bounded",
+    "shutdown_socket",
+]
 
 #: The Accept-Encoding these readers send (and can decode).
 ACCEPT_ENCODING = "gzip, deflate"
@@ -109,7 +119,8 @@ class _Decoder:
         return b"".join(self.parts)
 
 
-def _check_head(response: httpx.Response, limit: int, fail: Fail) -> None:
+def check_head(response: httpx.Response, limit: int, fail: Fail) -> None:
+    """Refuse a redirect, and a declared Content-Length over ``limit``, before any body byte is read."""
     status = response.status_code
     if 300 <= status < 400 and status != 304:
         raise fail(f"HTTP {status}: redirects are not followed")
@@ -134,54 +145,91 @@ def _headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
 
 
-# -- the synchronous path: one watchdog thread shuts sockets down at their deadline --------------
+# -- the synchronous path: a watchdog thread shuts a call's socket down at its deadline -------------
 
 
-class _Watchdog:
-    """One daemon thread holding a heap of deadlines; at a deadline it calls the armed callback."""
+class Watchdog:
+    """Calls a callback when a watched call passes its deadline; one daemon thread polling every 50 ms.
+
+    ``watch``/``unwatch`` are a dict store each (no thread wake-up while the watchdog is
+    busy), so the hot path of :class:`~sekuire.runtime.OPAEngine` can use it per decision.
+    A deadline fires at most :data:`POLL` seconds late.
+    """
+
+    POLL = 0.05
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, list[Callable[[], None] | None]]] = []
+        self._calls: dict[object, tuple[float, Callable[[], None]]] = {}
         self._cond = threading.Condition()
-        self._ids = itertools.count()
+        self._idle = True
         self._thread: threading.Thread | None = None
 
-    def arm(self, at: float) -> list[Callable[[], None] | None]:
-        """A slot for a callback, fired at monotonic time ``at`` unless cleared (``slot[0] = None``)."""
-        slot: list[Callable[[], None] | None] = [None]
-        with self._cond:
-            heapq.heappush(self._heap, (at, next(self._ids), slot))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sekuire-http-deadline", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-        return slot
+    def watch(self, key: object, deadline: float, callback: Callable[[], None]) -> None:
+        """Fire ``callback`` at monotonic ``deadline`` unless ``unwatch(key)`` comes first."""
+        self._calls[key] = (deadline, callback)
+        if self._idle:
+            with self._cond:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="sekuire-http-deadline", daemon=True)
+                    self._thread.start()
+                self._idle = False
+                self._cond.notify()
+
+    def unwatch(self, key: object) -> None:
+        self._calls.pop(key, None)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._heap or self._heap[0][0] > time.monotonic():
-                    self._cond.wait(None if not self._heap else self._heap[0][0] - time.monotonic())
-                _, _, slot = heapq.heappop(self._heap)
-            callback = slot[0]
-            if callback is not None:
-                try:
-                    callback()
-                except OSError:
-                    pass
+                if not self._calls:
+                    self._idle = True
+                    self._cond.wait(1.0)
+                    continue
+            time.sleep(self.POLL)
+            now = time.monotonic()
+            for key, (deadline, callback) in list(self._calls.items()):
+                if deadline <= now and self._calls.pop(key, None) is not None:
+                    try:
+                        callback()
+                    except OSError:
+                        pass
 
 
-_WATCHDOG = _Watchdog()
+WATCHDOG = Watchdog()
 
 
-def _shutdown_callback(stream: Any) -> Callable[[], None] | None:
+def shutdown_socket(sock: socket.socket | None) -> None:
+    """Shut ``sock`` down for both directions: a thread blocked reading it wakes up with EOF or an error."""
+    if isinstance(sock, socket.socket):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the base method: also for an SSLSocket
+
+
+def _stream_socket(stream: Any) -> socket.socket | None:
     try:
         sock = stream.get_extra_info("socket")
     except Exception:  # noqa: BLE001 - a transport without sockets (tests' MockTransport)
         return None
-    if not isinstance(sock, socket.socket):
-        return None
-    return lambda: socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def read_body(response: httpx.Response, limit: int, fail: Fail, deadline: float) -> bytes:
+    """Stream ``response``'s body, decoded, refusing more than ``limit`` bytes or a chunk after ``deadline``."""
+    check_head(response, limit, fail)
+    decoder = _Decoder(response.headers.get("Content-Encoding", ""), limit, fail)
+    for raw in response.iter_raw(_STEP):
+        if time.monotonic() > deadline:
+            raise fail("no complete answer before the deadline")
+        decoder.feed(raw)
+    return decoder.finish()
+
+
+async def aread_body(response: httpx.Response, limit: int, fail: Fail) -> bytes:
+    """The asyncio twin of :func:`read_body` (the caller bounds it with ``asyncio.timeout``)."""
+    check_head(response, limit, fail)
+    decoder = _Decoder(response.headers.get("Content-Encoding", ""), limit, fail)
+    async for raw in response.aiter_raw(_STEP):
+        decoder.feed(raw)
+    return decoder.finish()
 
 
 def request_bounded(
@@ -195,49 +243,46 @@ def request_bounded(
     headers: Mapping[str, str] | None = None,
     content: bytes | None = None,
 ) -> BoundedResponse:
-    """Send one request on ``client`` and read its answer within ``limit`` decoded bytes and ``timeout`` seconds."""
-    start = time.monotonic()
-    deadline = start + timeout
-    slot = _WATCHDOG.arm(deadline)
+    """Send one request on ``client`` and read its answer within ``limit`` decoded bytes and ``timeout`` seconds.
+
+    A 3xx (not 304), a body over the limit, a timeout or a transport error is ``fail(message)``.
+    """
+    deadline = time.monotonic() + timeout
+    key = object()
     expired = threading.Event()
+    sockets: list[socket.socket] = []
+
+    def on_deadline() -> None:
+        expired.set()
+        for sock in sockets:
+            shutdown_socket(sock)
 
     def trace(event: str, info: Mapping[str, Any]) -> None:
         if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
-            callback = _shutdown_callback(info.get("return_value"))
-            if callback is not None:
-                slot[0] = lambda: (expired.set(), callback())
+            sock = _stream_socket(info.get("return_value"))
+            if sock is not None:
+                sockets.append(sock)
 
+    WATCHDOG.watch(key, deadline, on_deadline)
     try:
         with client.stream(
             method, url, headers=_headers(headers), content=content,
             timeout=_timeout(client.timeout, timeout), extensions={"trace": trace},
         ) as response:
-            if slot[0] is None:  # a pooled connection: arm its socket now
-                callback = _shutdown_callback(response.extensions.get("network_stream"))
-                if callback is not None:
-                    slot[0] = lambda: (expired.set(), callback())
-            _check_head(response, limit, fail)
-            decoder = _Decoder(response.headers.get("Content-Encoding", ""), limit, fail)
-            for raw in response.iter_raw(_STEP):
-                if time.monotonic() > deadline:
-                    raise fail(f"no complete answer within {timeout:g} s")
-                decoder.feed(raw)
-            return BoundedResponse(response.status_code, response.headers, decoder.finish())
+            sock = _stream_socket(response.extensions.get("network_stream"))
+            if sock is not None and not sockets:  # a pooled connection: watch its socket from now on
+                sockets.append(sock)
+            body = read_body(response, limit, fail, deadline)
+            return BoundedResponse(response.status_code, response.headers, body)
     except httpx.HTTPError as exc:
         if expired.is_set() or time.monotonic() >= deadline:
             raise fail(f"no complete answer within {timeout:g} s") from None
         raise fail(f"request failed: {type(exc).__name__}: {clean(redact_text(str(exc)))}") from None
     finally:
-        slot[0] = None
+        WATCHDOG.unwatch(key)
 
 
 # -- the asyncio path: the event loop cancels at the deadline --------------------------------------
-
-
-async def _aread(response: httpx.Response, decoder: _Decoder) -> AsyncIterator[None]:
-    async for raw in response.aiter_raw(_STEP):
-        decoder.feed(raw)
-        yield None
 
 
 async def arequest_bounded(
@@ -259,11 +304,8 @@ async def arequest_bounded(
             async with client.stream(
                 method, url, headers=_headers(headers), content=content, timeout=_timeout(client.timeout, timeout)
             ) as response:
-                _check_head(response, limit, fail)
-                decoder = _Decoder(response.headers.get("Content-Encoding", ""), limit, fail)
-                async for _ in _aread(response, decoder):
-                    pass
-                return BoundedResponse(response.status_code, response.headers, decoder.finish())
+                body = await aread_body(response, limit, fail)
+                return BoundedResponse(response.status_code, response.headers, body)
     except TimeoutError:
         raise fail(f"no complete answer within {timeout:g} s") from None
     except httpx.HTTPError as exc:

@@ -12,20 +12,29 @@ The enforcer owns policy; the engine only answers queries. For each action it
 Fail closed: an engine failure (OPA down, a timeout, an error or undefined
 decision) is a deny with rule ``engine.unavailable``. Warn-only mode
 (``warn_only=True`` or ``SEKUIRE_POLICY_DEV_OVERRIDE=true``, read once at
-construction) logs denies and failures as warnings and lets the caller go on;
-it is for development and says so loudly.
+construction: exactly ``true`` in any case, nothing around it; any other value
+is ignored with a warning) lets the caller go on; it is for development and
+says so loudly: one ERROR banner per enforcer naming how it was enabled, every
+ignored violation at WARNING, and ``warn_only: true`` on every decision-log event.
+
+Log hygiene (:mod:`sekuire.compiler.textsafe`): violation messages from the
+engine quote raw input, so they are escaped (control characters), stripped of
+URL userinfo and cut (each quoted value at ``MAX_QUOTED`` characters, the whole
+message at ``MAX_MESSAGE``) before a :class:`Violation` carries them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from ..compiler.policy import Policy
+from ..compiler.textsafe import MAX_MESSAGE, MAX_QUOTED, clean, redact_text
 from .cache import DecisionCache
 from .decision_log import DecisionLogger, DecisionSink, LoggingSink
 from .engine import EmbeddedEngine, Engine, decision_path
@@ -51,8 +60,21 @@ ENGINE_UNAVAILABLE = "engine.unavailable"
 ViolationCallback = Callable[[str, str], Any]
 
 
+# A quoted value in an engine's message ('...'), long enough to be cut.
+_LONG_QUOTED = re.compile("'([^']{%d,})'" % (MAX_QUOTED + 1))
+
+
+def _safe_message(message: str) -> str:
+    """An engine's violation message made safe to show and log (module docstring)."""
+    message = redact_text(message)
+    message = _LONG_QUOTED.sub(lambda m: "'" + clean(m.group(1), MAX_QUOTED) + "'", message)
+    return clean(message, MAX_MESSAGE)
+
+
 @dataclass(frozen=True)
 class Violation:
+    """One ``{rule, message}`` of a decision; both already escaped and cut for display."""
+
     rule: str
     message: str
 
@@ -82,7 +104,7 @@ class Decision:
         for item in items:
             if not (isinstance(item, dict) and isinstance(item.get("rule"), str) and isinstance(item.get("message"), str)):
                 raise EngineResponseError("a violation lacks a string 'rule' or 'message'")
-            violations.append(Violation(item["rule"], item["message"]))
+            violations.append(Violation(clean(item["rule"], MAX_QUOTED), _safe_message(item["message"])))
         if allow == bool(violations):
             raise EngineResponseError(f"the decision says allow={allow} with {len(violations)} violation(s)")
         policy = raw.get("policy")
@@ -91,11 +113,22 @@ class Decision:
     @classmethod
     def failure(cls, reason: str) -> Decision:
         """The deny that stands in for a decision the engine could not give."""
-        return cls(False, (Violation(ENGINE_UNAVAILABLE, reason),))
+        return cls(False, (Violation(ENGINE_UNAVAILABLE, _safe_message(reason)),))
+
+    def log_result(self) -> dict[str, Any]:
+        """The engine's result for a decision log, with the violations as this decision shows them."""
+        return {**self.raw, "violations": [{"rule": v.rule, "message": v.message} for v in self.violations]}
 
 
 def _dev_override() -> bool:
-    return os.environ.get(DEV_OVERRIDE_ENV, "").strip().lower() == "true"
+    """Whether ``SEKUIRE_POLICY_DEV_OVERRIDE`` is exactly ``true`` (any case, nothing around it)."""
+    value = os.environ.get(DEV_OVERRIDE_ENV)
+    if value is None or value == "":
+        return False
+    if value.lower() == "true":
+        return True
+    logger.warning("%s=%s is not 'true': ignored, the policy is enforced", DEV_OVERRIDE_ENV, clean(repr(value), 60))
+    return False
 
 
 @dataclass(frozen=True)
@@ -134,7 +167,8 @@ class PolicyEnforcer:
         self.path = decision_path(policy.workspace_id)
         self._owns_engine = engine is None
         self.engine = engine if engine is not None else EmbeddedEngine.from_policy(policy)
-        self.warn_only = warn_only or _dev_override()
+        from_env = _dev_override()
+        self.warn_only = warn_only or from_env
         self.on_violation = on_violation
         if isinstance(cache, DecisionCache):
             self.cache: DecisionCache[Decision] | None = cache
@@ -150,10 +184,11 @@ class PolicyEnforcer:
             self.decision_log = None
         self._context = {"agent": self.agent_id, "workspace": self.workspace_id}
         if self.warn_only:
-            logger.warning(
-                "policy %s of workspace %s is in WARN-ONLY mode: violations are logged, not enforced",
-                policy.policy_id,
-                policy.workspace_id,
+            how = "warn_only=True" if warn_only else f"the environment ({DEV_OVERRIDE_ENV}=true)"
+            logger.error(
+                "WARN-ONLY MODE, POLICY NOT ENFORCED: policy %s of workspace %s (agent %s): violations are logged "
+                "and allowed; enabled by %s. Development only.",
+                clean(policy.policy_id), clean(policy.workspace_id), clean(self.agent_id), how,
             )
 
     # -- the actions of the contract ------------------------------------------------
@@ -290,9 +325,10 @@ class PolicyEnforcer:
             self.decision_log.log(
                 path=self.path,
                 input=query.input,
-                result=None if failed else dict(decision.raw),
+                result=None if failed else decision.log_result(),
                 error=decision.violations[0].message if failed else None,
                 bundles=self.engine.bundles,
+                warn_only=self.warn_only,
             )
         return decision
 
@@ -306,7 +342,8 @@ class PolicyEnforcer:
             log = logger.error if self.warn_only else logger.warning
             log("no policy decision (%s); %s", first.message, "WARN-ONLY: proceeding" if self.warn_only else "denying")
         elif self.warn_only:
-            logger.warning("policy violation ignored (warn-only): %s: %s", first.rule, first.message)
+            for violation in decision.violations:
+                logger.warning("policy violation ignored (warn-only): %s: %s", violation.rule, violation.message)
         if self.warn_only:
             return decision
         raise PolicyViolationError(first.rule, first.message, decision)
