@@ -16,10 +16,13 @@
 
 Every error has ``source`` (a file name or URL, or None) and ``pointer`` (a JSON
 pointer into that document, or None); ``str(error)`` joins them into the single
-line the CLI prints.
+line the CLI prints: control characters escaped, URL userinfo removed, cut at
+``textsafe.MAX_MESSAGE`` characters (:mod:`.textsafe`), whatever the message quoted.
 """
 
 from __future__ import annotations
+
+from .textsafe import MAX_MESSAGE, clean, redact_text
 
 __all__ = [
     "BackendError",
@@ -53,7 +56,7 @@ class SekuireError(Exception):
     def __str__(self) -> str:
         parts = [p for p in (self.source, self.pointer) if p]
         parts.append(self.message)
-        return ": ".join(parts)
+        return clean(redact_text(": ".join(parts)), MAX_MESSAGE)
 
     def with_source(self, source: str) -> SekuireError:
         """Name the file or URL the error is about (kept if already set)."""

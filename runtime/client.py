@@ -6,106 +6,61 @@ Trust rules (DESIGN.md sections 3 and 8), shared by :class:`PolicyClient` and
 - every document is verified (hash, then Ed25519 signature against the keyring)
   before it is cached or returned; an unsigned one only with ``allow_unsigned``,
   and then with a warning;
-- a signing key missing from the keyring is fetched from ``/v1/keys/<id>`` and
-  pinned only once it has verified the policy that named it (trust on first
-  use); a pinned key id never changes its key;
+- the keyring is the only root of trust: a client never fetches a key from the
+  backend and never writes the keyring. A policy signed by a key the keyring
+  does not hold is :class:`~sekuire.compiler.UnknownKeyError` (the user adds keys
+  with ``sekuire keys trust``; docs/trust.md);
+- every read is bounded (:mod:`sekuire.compiler.httpio`): at most
+  ``MAX_POLICY_BYTES`` decoded, one deadline for the whole fetch, no redirects;
 - a 304 Not Modified answers with the policy verified earlier, and only when the
   client asked with that policy's ETag;
 - rollback protection: once a client holds a policy for a workspace, it accepts
   only the same signed policy again or a strictly newer one (see
   :func:`check_succession`); otherwise it raises :class:`PolicyRollbackError`
-  and keeps what it holds. The floor lives in the client's memory:
-  :meth:`~PolicyClient.invalidate_cache` does not lower it, a new client starts
-  without one. A policy naming another workspace is refused always.
+  and keeps what it holds. The floor persists beside a file keyring
+  (:mod:`.floor`: ``<keyring>.floor.json``, shared by every client and agent
+  using that keyring, across restarts); :meth:`~PolicyClient.invalidate_cache`
+  does not lower it. A policy naming another workspace is refused always.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
-from typing import Any
 
 import httpx
 
-from ..compiler.errors import BackendError, IntegrityError, KeyringError
+from ..compiler.errors import BackendError
 from ..compiler.policy.backend import (
     DEFAULT_BACKEND,
+    DEFAULT_DEADLINE,
     DEFAULT_TIMEOUT,
     Fetched,
     afetch_active_policy_document,
-    afetch_public_key,
     fetch_active_policy_document,
-    fetch_public_key,
     verify_active_policy,
 )
 from ..compiler.policy.document import Policy
 from ..compiler.policy.keyring import Keyring, resolve_keyring
+from ..compiler.textsafe import clean
+from .floor import PolicyRollbackError, RollbackFloor, check_succession, version_order
 
 __all__ = ["AsyncPolicyClient", "PolicyClient", "PolicyRollbackError", "check_succession", "version_order"]
 
 logger = logging.getLogger(__name__)
 
 KeyringLike = Keyring | str | os.PathLike[str] | None
-
-# Dotted decimal versions ("7", "1.10.2"); the length cap keeps int() away from huge numbers.
-_ORDERED_VERSION = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30}){0,7}", re.ASCII)
-
-
-class PolicyRollbackError(IntegrityError):
-    """A validly signed policy that is older than (or not comparable with) the one already held."""
-
-    code = "rollback"
-
-
-def version_order(version: str) -> tuple[int, ...] | None:
-    """The numeric order key of a dotted decimal version ("1.10" > "1.9", "2" == "2.0"); None if it has none."""
-    if not _ORDERED_VERSION.fullmatch(version):
-        return None
-    parts = [int(part) for part in version.split(".")]
-    while len(parts) > 1 and parts[-1] == 0:
-        parts.pop()
-    return tuple(parts)
-
-
-def check_succession(held: Policy | None, new: Policy, *, source: str | None = None) -> None:
-    """Refuse ``new`` unless it may replace ``held`` for the same workspace.
-
-    Only signed fields decide (``activated_at``/``updated_at`` are not signed, so
-    a replayed policy could carry any timestamp): the very same signed policy is
-    accepted again; otherwise both versions must be dotted decimals and the new
-    one strictly greater. A version that cannot be ordered is refused, as is an
-    unsigned policy after a signed one. A deliberate rollback is published as a
-    new, higher version.
-    """
-    if held is None:
-        return
-    if held.signature_status == "verified" and new.signature_status != "verified":
-        raise PolicyRollbackError("an unsigned policy cannot replace a signed one", source=source, pointer="/signature")
-    if (new.hash, new.policy_id, new.version) == (held.hash, held.policy_id, held.version):
-        return
-    old_key, new_key = version_order(held.version), version_order(new.version)
-    if old_key is None or new_key is None:
-        raise PolicyRollbackError(
-            f"version {new.version!r} cannot be ordered against the held version {held.version!r}; refusing it",
-            source=source,
-            pointer="/version",
-        )
-    if new_key <= old_key:
-        raise PolicyRollbackError(
-            f"version {new.version} is not newer than the held version {held.version}; refusing a rollback",
-            source=source,
-            pointer="/version",
-        )
+FloorLike = str | os.PathLike[str] | None
 
 
 class _PolicyStore:
-    """Verification, pinning and the per-workspace cache: everything both clients share, no I/O."""
+    """Verification and the per-workspace cache and floor: everything both clients share, no network I/O."""
 
-    def __init__(self, keyring: KeyringLike, allow_unsigned: bool) -> None:
+    def __init__(self, keyring: KeyringLike, allow_unsigned: bool, floor_file: FloorLike) -> None:
         self.keyring = resolve_keyring(keyring, missing_ok=True)
         self.allow_unsigned = allow_unsigned
+        self.floor = RollbackFloor(floor_file) if floor_file is not None else RollbackFloor.beside(self.keyring)
         self._held: dict[str, Policy] = {}
         self._etags: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -118,15 +73,6 @@ class _PolicyStore:
         with self._lock:
             self._etags.pop(workspace_id, None)
 
-    def key_to_fetch(self, document: Any) -> str | None:
-        """The signing key id to fetch from the backend, if the document names one we do not hold."""
-        if not isinstance(document, dict) or not document.get("signature"):
-            return None
-        key_id = document.get("signing_key_id")
-        if isinstance(key_id, str) and key_id and self.keyring.get(key_id) is None:
-            return key_id
-        return None
-
     def not_modified(self, workspace_id: str, fetched: Fetched) -> Policy:
         with self._lock:
             held = self._held.get(workspace_id)
@@ -134,46 +80,34 @@ class _PolicyStore:
                 raise BackendError("304 Not Modified without a cached policy for this ETag", source=fetched.url)
             return held
 
-    def accept(self, workspace_id: str, fetched: Fetched, new_key: tuple[str, bytes] | None) -> Policy:
-        """Verify a fetched document; cache and return it if it may replace what is held."""
-        keyring = self.keyring
-        if new_key is not None:
-            keyring = Keyring(keys={**self.keyring.keys, new_key[0]: new_key[1]})
-        policy = verify_active_policy(fetched, workspace_id, keyring, allow_unsigned=self.allow_unsigned)
+    def accept(self, workspace_id: str, fetched: Fetched) -> Policy:
+        """Verify a fetched document against the keyring; cache and return it if it may replace what is held."""
+        policy = verify_active_policy(fetched, workspace_id, self.keyring, allow_unsigned=self.allow_unsigned)
         with self._lock:
             held = self._held.get(workspace_id)
             check_succession(held, policy, source=fetched.url)
-            if new_key is not None:
-                self._pin(*new_key)
+            self.floor.advance(workspace_id, policy, source=fetched.url)
             self._held[workspace_id] = policy
             if fetched.etag:
                 self._etags[workspace_id] = fetched.etag
             else:
                 self._etags.pop(workspace_id, None)
         if held is None or held.hash != policy.hash:
-            logger.info("workspace %s: policy %s (v%s, hash %.16s) accepted", workspace_id, policy.policy_id,
-                        policy.version, policy.hash)
+            logger.info("workspace %s: policy %s (v%s, hash %.16s) accepted", clean(workspace_id), clean(policy.policy_id),
+                        clean(policy.version), policy.hash)
         if policy.signature_status == "unsigned":
             logger.warning("workspace %s: policy %s is UNSIGNED; accepted only because allow_unsigned=True",
-                           workspace_id, policy.policy_id)
+                           clean(workspace_id), clean(policy.policy_id))
         return policy
-
-    def _pin(self, key_id: str, public_key: bytes) -> None:
-        if not self.keyring.pin(key_id, public_key) or self.keyring.path is None:
-            return
-        try:
-            self.keyring.save()
-        except (KeyringError, OSError) as exc:
-            # The key stays pinned in memory; only persistence failed.
-            logger.warning("could not save keyring %s after pinning %s: %s", self.keyring.path, key_id, exc)
-        else:
-            logger.info("pinned signing key %s in %s", key_id, self.keyring.path)
 
 
 class _ClientBase:
-    def __init__(self, backend: str, keyring: KeyringLike, allow_unsigned: bool) -> None:
+    def __init__(
+        self, backend: str, keyring: KeyringLike, allow_unsigned: bool, floor_file: FloorLike, deadline: float
+    ) -> None:
         self.backend = backend.rstrip("/")
-        self._store = _PolicyStore(keyring, allow_unsigned)
+        self.deadline = deadline
+        self._store = _PolicyStore(keyring, allow_unsigned, floor_file)
 
     @property
     def keyring(self) -> Keyring:
@@ -200,8 +134,14 @@ class PolicyClient(_ClientBase):
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         allow_unsigned: bool = False,
         http_client: httpx.Client | None = None,
+        deadline: float = DEFAULT_DEADLINE,
+        floor_file: FloorLike = None,
     ) -> None:
-        super().__init__(backend, keyring, allow_unsigned)
+        """``keyring`` is read, never written; ``deadline`` bounds each fetch in all (seconds).
+
+        ``floor_file`` is where the rollback floor persists (default: beside the keyring file).
+        """
+        super().__init__(backend, keyring, allow_unsigned, floor_file, deadline)
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.Client(timeout=timeout)
 
@@ -209,13 +149,11 @@ class PolicyClient(_ClientBase):
         """The workspace's active policy, verified; raises BackendError/PolicyError and returns nothing unverified."""
         self._check_workspace(workspace_id)
         fetched = fetch_active_policy_document(
-            self.backend, workspace_id, client=self._http, etag=self._store.etag(workspace_id)
+            self.backend, workspace_id, client=self._http, etag=self._store.etag(workspace_id), deadline=self.deadline
         )
         if fetched.document is None:
             return self._store.not_modified(workspace_id, fetched)
-        key_id = self._store.key_to_fetch(fetched.document)
-        new_key = None if key_id is None else (key_id, fetch_public_key(self.backend, key_id, client=self._http))
-        return self._store.accept(workspace_id, fetched, new_key)
+        return self._store.accept(workspace_id, fetched)
 
     def close(self) -> None:
         if self._owns_http:
@@ -239,8 +177,14 @@ class AsyncPolicyClient(_ClientBase):
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         allow_unsigned: bool = False,
         http_client: httpx.AsyncClient | None = None,
+        deadline: float = DEFAULT_DEADLINE,
+        floor_file: FloorLike = None,
     ) -> None:
-        super().__init__(backend, keyring, allow_unsigned)
+        """``keyring`` is read, never written; ``deadline`` bounds each fetch in all (seconds).
+
+        ``floor_file`` is where the rollback floor persists (default: beside the keyring file).
+        """
+        super().__init__(backend, keyring, allow_unsigned, floor_file, deadline)
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.AsyncClient(timeout=timeout)
 
@@ -248,13 +192,11 @@ class AsyncPolicyClient(_ClientBase):
         """The workspace's active policy, verified; raises BackendError/PolicyError and returns nothing unverified."""
         self._check_workspace(workspace_id)
         fetched = await afetch_active_policy_document(
-            self.backend, workspace_id, client=self._http, etag=self._store.etag(workspace_id)
+            self.backend, workspace_id, client=self._http, etag=self._store.etag(workspace_id), deadline=self.deadline
         )
         if fetched.document is None:
             return self._store.not_modified(workspace_id, fetched)
-        key_id = self._store.key_to_fetch(fetched.document)
-        new_key = None if key_id is None else (key_id, await afetch_public_key(self.backend, key_id, client=self._http))
-        return self._store.accept(workspace_id, fetched, new_key)
+        return self._store.accept(workspace_id, fetched)
 
     async def aclose(self) -> None:
         if self._owns_http:

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..compiler.textsafe import MAX_MESSAGE, MAX_QUOTED, clean, redact_text
 from .errors import EngineResponseError, SekuireRuntimeError
 
 __all__ = ["Decision", "ENGINE_UNAVAILABLE", "PolicyViolationError", "Violation"]
 
 #: The rule of the deny that stands in for a decision the engine could not give.
 ENGINE_UNAVAILABLE = "engine.unavailable"
+# A quoted value in an engine's message ('...'), long enough to be cut.
+_LONG_QUOTED = re.compile("'([^']{%d,})'" % (MAX_QUOTED + 1))
+
+
+def _safe_message(message: str) -> str:
+    """An engine's violation message made safe to show and log: userinfo removed, controls escaped, values cut."""
+    message = redact_text(message)
+    message = _LONG_QUOTED.sub(lambda m: "'" + clean(m.group(1), MAX_QUOTED) + "'", message)
+    return clean(message, MAX_MESSAGE)
 
 
 @dataclass(frozen=True)
 class Violation:
-    """One reason for a deny: the contract's rule id and its message."""
+    """One ``{rule, message}`` of a decision; both already escaped and cut for display."""
 
     rule: str
     message: str
@@ -48,7 +59,7 @@ class Decision:
         for item in items:
             if not (isinstance(item, dict) and isinstance(item.get("rule"), str) and isinstance(item.get("message"), str)):
                 raise EngineResponseError("a violation lacks a string 'rule' or 'message'")
-            violations.append(Violation(item["rule"], item["message"]))
+            violations.append(Violation(clean(item["rule"], MAX_QUOTED), _safe_message(item["message"])))
         if allow == bool(violations):
             raise EngineResponseError(f"the decision says allow={allow} with {len(violations)} violation(s)")
         policy = raw.get("policy")
@@ -57,7 +68,11 @@ class Decision:
     @classmethod
     def failure(cls, reason: str) -> Decision:
         """The deny that stands in for a decision the engine could not give."""
-        return cls(False, (Violation(ENGINE_UNAVAILABLE, reason),))
+        return cls(False, (Violation(ENGINE_UNAVAILABLE, _safe_message(reason)),))
+
+    def log_result(self) -> dict[str, Any]:
+        """The engine's result for a decision log, with the violations as this decision shows them."""
+        return {**self.raw, "violations": [{"rule": v.rule, "message": v.message} for v in self.violations]}
 
 
 class PolicyViolationError(SekuireRuntimeError):

@@ -9,6 +9,8 @@ An event is what OPA's decision-log plugin reports: ``decision_id`` (uuid4),
   uploads to a decision-log service (``Content-Encoding: gzip``, default
   resource ``/logs``), from a background thread with a bounded buffer; when the
   buffer is full, new events are dropped and counted, never blocking a decision;
+  the service's answer is read bounded (64 KiB, one deadline of ``timeout``
+  seconds per upload, a redirect is a failure; :mod:`sekuire.compiler.httpio`);
 - :class:`LoggingSink`: each event as one INFO record of this module's logger.
 
 Logging never changes a decision: :class:`DecisionLogger` catches and counts
@@ -32,6 +34,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from ..compiler.httpio import request_bounded
+from ..compiler.textsafe import MAX_MESSAGE, clean, redact_text, redact_url
 from ..compiler.version import __version__
 
 __all__ = [
@@ -58,6 +62,14 @@ DEFAULT_BUFFER_SIZE = 10_000
 DEFAULT_FLUSH_INTERVAL = 1.0
 _MAX_BACKOFF = 30.0
 
+#: The most of a log service's answer that is read (only its status matters).
+_MAX_ANSWER_BYTES = 64 * 1024
+
+
+class _UploadFailed(Exception):
+    """An upload that got no acceptable answer (internal: counted and logged, never raised to callers)."""
+
+
 # One id per process, like OPA's per-instance label.
 _INSTANCE_ID = str(uuid.uuid4())
 
@@ -74,21 +86,39 @@ def decision_event(
     error: str | None = None,
     bundles: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
+    warn_only: bool = False,
 ) -> dict[str, Any]:
-    """One decision-log event in OPA's format; ``error`` instead of ``result`` when there was no decision."""
+    """One decision-log event in OPA's format; ``error`` instead of ``result`` when there was no decision.
+
+    ``warn_only``: the enforcer did not enforce this decision (the event gets ``"warn_only": true``).
+    Strings of ``input`` lose URL userinfo; ``error`` is escaped and cut (:mod:`sekuire.compiler.textsafe`).
+    """
     event: dict[str, Any] = {
         "decision_id": str(uuid.uuid4()),
         "labels": {"id": _INSTANCE_ID, "app": "sekuire", "version": __version__, **(labels or {})},
         "bundles": {name: {"revision": revision} for name, revision in (bundles or {}).items()},
         "path": path,
-        "input": input,
+        "input": _redacted(input),
         "timestamp": _timestamp(),
     }
     if error is None:
         event["result"] = result
     else:
-        event["error"] = {"code": "engine_error", "message": error}
+        event["error"] = {"code": "engine_error", "message": clean(redact_text(error), MAX_MESSAGE)}
+    if warn_only:
+        event["warn_only"] = True
     return event
+
+
+def _redacted(value: Any) -> Any:
+    """``value`` with URL userinfo removed from every string in it (a copy only where something changed)."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
 
 
 class DecisionSink(Protocol):
@@ -103,7 +133,8 @@ class LoggingSink:
     """Each event as one JSON INFO record of ``sekuire.runtime.decision_log``; the default for audit-logging policies."""
 
     def emit(self, event: Mapping[str, Any]) -> None:
-        logger.info("%s", json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+        # ASCII only: no C1 control, bidi override or line separator reaches a log line raw.
+        logger.info("%s", json.dumps(event, separators=(",", ":"), ensure_ascii=True))
 
     def close(self) -> None:
         pass
@@ -158,6 +189,8 @@ class HTTPSink:
         self.dropped = 0
         #: Events the service accepted.
         self.sent = 0
+        self.timeout = timeout
+        self._shown = redact_url(self.endpoint)
         self._client = httpx.Client(timeout=timeout, headers=dict(headers or {}))
         self._buffer: deque[Mapping[str, Any]] = deque()
         self._in_flight = 0
@@ -228,14 +261,16 @@ class HTTPSink:
     def _upload(self, batch: list[Mapping[str, Any]]) -> bool:
         body = gzip.compress(json.dumps(batch, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         try:
-            response = self._client.post(
-                self.endpoint, content=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+            # The answer is not needed, only its status: read at most a little of it, within one deadline.
+            response = request_bounded(
+                self._client, "POST", self.endpoint, content=body, limit=_MAX_ANSWER_BYTES, timeout=self.timeout,
+                headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}, fail=_UploadFailed,
             )
-        except httpx.HTTPError as exc:
-            logger.warning("decision log upload to %s failed: %s", self.endpoint, type(exc).__name__)
+        except _UploadFailed as exc:
+            logger.warning("decision log upload to %s failed: %s", self._shown, exc)
             return False
-        if not response.is_success:
-            logger.warning("decision log upload to %s failed: HTTP %d", self.endpoint, response.status_code)
+        if not 200 <= response.status < 300:
+            logger.warning("decision log upload to %s failed: HTTP %d", self._shown, response.status)
             return False
         return True
 
@@ -273,10 +308,12 @@ class DecisionLogger:
         result: Any = None,
         error: str | None = None,
         bundles: Mapping[str, str] | None = None,
+        warn_only: bool = False,
     ) -> str | None:
         """Record one decision; return its ``decision_id`` (None if the event could not even be built)."""
         try:
-            event = decision_event(path=path, input=input, result=result, error=error, bundles=bundles, labels=self.labels)
+            event = decision_event(path=path, input=input, result=result, error=error, bundles=bundles,
+                                   labels=self.labels, warn_only=warn_only)
         except Exception:  # noqa: BLE001 - a log must never change a decision
             self._failed()
             logger.exception("cannot build a decision-log event")

@@ -12,8 +12,15 @@ The enforcer owns policy; the engine only answers queries. For each action it
 Fail closed: an engine failure (OPA down, a timeout, an error or undefined
 decision) is a deny with rule ``engine.unavailable``. Warn-only mode
 (``warn_only=True`` or ``SEKUIRE_POLICY_DEV_OVERRIDE=true``, read once at
-construction) logs denies and failures as warnings and lets the caller go on;
-it is for development and says so loudly.
+construction: exactly ``true`` in any case, nothing around it; any other value
+is ignored with a warning) lets the caller go on; it is for development and
+says so loudly: one ERROR banner per enforcer naming how it was enabled, every
+ignored violation at WARNING, and ``warn_only: true`` on every decision-log event.
+
+Log hygiene (:mod:`sekuire.compiler.textsafe`): violation messages from the
+engine quote raw input, so they are escaped (control characters), stripped of
+URL userinfo and cut (each quoted value at ``MAX_QUOTED`` characters, the whole
+message at ``MAX_MESSAGE``) before a :class:`Violation` carries them.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from ..compiler.policy.document import Policy
+from ..compiler.textsafe import clean
 from .cache import DecisionCache
 from .counters import DecisionCounters
 from .decision import ENGINE_UNAVAILABLE, Decision, PolicyViolationError, Violation
@@ -46,7 +54,14 @@ ViolationCallback = Callable[[str, str], Any]
 
 
 def _dev_override() -> bool:
-    return os.environ.get(DEV_OVERRIDE_ENV, "").strip().lower() == "true"
+    """Whether ``SEKUIRE_POLICY_DEV_OVERRIDE`` is exactly ``true`` (any case, nothing around it)."""
+    value = os.environ.get(DEV_OVERRIDE_ENV)
+    if value is None or value == "":
+        return False
+    if value.lower() == "true":
+        return True
+    logger.warning("%s=%s is not 'true': ignored, the policy is enforced", DEV_OVERRIDE_ENV, clean(repr(value), 60))
+    return False
 
 
 @dataclass(frozen=True)
@@ -87,7 +102,8 @@ class PolicyEnforcer:
         self.path = decision_path(policy.workspace_id)
         self._owns_engine = engine is None
         self.engine = engine if engine is not None else EmbeddedEngine.from_policy(policy)
-        self.warn_only = warn_only or _dev_override()
+        from_env = _dev_override()
+        self.warn_only = warn_only or from_env
         self.on_violation = on_violation
         if isinstance(cache, DecisionCache):
             self.cache: DecisionCache[Decision] | None = cache
@@ -104,10 +120,11 @@ class PolicyEnforcer:
             self.decision_log = None
         self._context = {"agent": self.agent_id, "workspace": self.workspace_id}
         if self.warn_only:
-            logger.warning(
-                "policy %s of workspace %s is in WARN-ONLY mode: violations are logged, not enforced",
-                policy.policy_id,
-                policy.workspace_id,
+            how = "warn_only=True" if warn_only else f"the environment ({DEV_OVERRIDE_ENV}=true)"
+            logger.error(
+                "WARN-ONLY MODE, POLICY NOT ENFORCED: policy %s of workspace %s (agent %s): violations are logged "
+                "and allowed; enabled by %s. Development only.",
+                clean(policy.policy_id), clean(policy.workspace_id), clean(self.agent_id), how,
             )
 
     # -- the actions of the contract ------------------------------------------------
@@ -245,9 +262,10 @@ class PolicyEnforcer:
             self.decision_log.log(
                 path=self.path,
                 input=query.input,
-                result=None if failed else dict(decision.raw),
+                result=None if failed else decision.log_result(),
                 error=decision.violations[0].message if failed else None,
                 bundles=self.engine.bundles,
+                warn_only=self.warn_only,
             )
         return decision
 
@@ -261,7 +279,8 @@ class PolicyEnforcer:
             log = logger.error if self.warn_only else logger.warning
             log("no policy decision (%s); %s", first.message, "WARN-ONLY: proceeding" if self.warn_only else "denying")
         elif self.warn_only:
-            logger.warning("policy violation ignored (warn-only): %s: %s", first.rule, first.message)
+            for violation in decision.violations:
+                logger.warning("policy violation ignored (warn-only): %s: %s", violation.rule, violation.message)
         if self.warn_only:
             return decision
         raise PolicyViolationError(first.rule, first.message, decision)

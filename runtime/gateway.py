@@ -6,7 +6,9 @@ a check always runs against one policy, never a mix. A refresh (on
 fetches through the client, which verifies before it returns and refuses
 rollbacks; if fetching, verification or building the enforcer fails, or the
 policy fetched is not the one announced, the gateway keeps enforcing the last
-verified policy, logs an error and reports False.
+verified policy, logs an error and reports False. A policy signed by a key the
+keyring does not hold is such a failure (UnknownKeyError): a heartbeat can never
+make the gateway trust a new key (the client never fetches keys).
 
 All enforcers of a gateway share one rate limiter, so a policy update does not
 reset the agent's usage. Replaced enforcers are not closed (a check may still be
@@ -24,6 +26,7 @@ from typing import Any
 
 from ..compiler.errors import SekuireError
 from ..compiler.policy.document import Policy
+from ..compiler.textsafe import clean
 from .client import AsyncPolicyClient, PolicyClient
 from .counters import DecisionCounters
 from .decision import Decision
@@ -196,7 +199,7 @@ class PolicyGateway:
         """Whether ``policy`` should be installed: it is the one announced, and not already enforced."""
         if expected_hash is not None and policy.hash != expected_hash:
             raise _NotAnnounced(
-                f"the backend announced policy hash {expected_hash[:16]}... but serves {policy.policy_id} "
+                f"the backend announced policy hash {clean(expected_hash, 16)}... but serves {policy.policy_id} "
                 f"v{policy.version} with hash {policy.hash[:16]}..."
             )
         return policy.hash != self.policy_hash
@@ -205,14 +208,16 @@ class PolicyGateway:
         enforcer.counters = self.counters
         previous, self._active = self._active, _Active(policy, enforcer)
         if previous is None:
-            logger.info("workspace %s: enforcing policy %s v%s (hash %.16s)", self.workspace_id, policy.policy_id,
-                        policy.version, policy.hash)
+            logger.info("workspace %s: enforcing policy %s v%s (hash %.16s)", clean(self.workspace_id),
+                        clean(policy.policy_id), clean(policy.version), policy.hash)
         else:
-            logger.info("workspace %s: policy %s v%s replaced by %s v%s (hash %.16s)", self.workspace_id,
-                        previous.policy.policy_id, previous.policy.version, policy.policy_id, policy.version, policy.hash)
+            logger.info("workspace %s: policy %s v%s replaced by %s v%s (hash %.16s)", clean(self.workspace_id),
+                        clean(previous.policy.policy_id), clean(previous.policy.version), clean(policy.policy_id),
+                        clean(policy.version), policy.hash)
 
     def _kept(self, exc: SekuireError) -> bool:
         active = self._active
-        kept = f"keeping policy {active.policy.policy_id} v{active.policy.version}" if active else "no policy loaded"
-        logger.error("workspace %s: policy refresh failed, %s: %s", self.workspace_id, kept, exc)
+        kept = (f"keeping policy {clean(active.policy.policy_id)} v{clean(active.policy.version)}" if active
+                else "no policy loaded")
+        logger.error("workspace %s: policy refresh failed, %s: %s", clean(self.workspace_id), kept, exc)
         return False

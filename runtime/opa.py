@@ -25,8 +25,15 @@ Failures map onto the runtime's tree; the enforcer denies on all of them:
 
 Only connection failures are retried (``retries`` times, at once): the query is
 a read, and a refused connection or a pooled connection the server closed says
-nothing about the next attempt. A timeout is never retried, so ``timeout``
-bounds each attempt and the total stays bounded.
+nothing about the next attempt. A timeout is never retried.
+
+Bounded reads (:mod:`sekuire.compiler.httpio`): ``timeout`` is the deadline of
+the whole call, retries included, however OPA paces its bytes (asyncio cancels
+at the deadline; the synchronous path's socket is shut down by the shared
+watchdog thread, and each read is bounded too); an answer is at most
+:data:`MAX_ANSWER_BYTES` (a longer one is refused as soon as it passes the
+limit, or at once by its Content-Length); a redirect is an error whose body is
+not read. The URL in every message and log has its userinfo removed.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -46,6 +54,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from ..compiler.httpio import WATCHDOG, aread_body, check_head, shutdown_socket
+from ..compiler.textsafe import clean, redact_text, redact_url
 from .engine import Engine
 from .errors import EngineResponseError, EngineUnavailable, InvalidActionError
 
@@ -54,6 +64,7 @@ __all__ = [
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT",
     "KEEPALIVE_EXPIRY",
+    "MAX_ANSWER_BYTES",
     "MAX_CONNECTIONS",
     "MAX_KEEPALIVE_CONNECTIONS",
     "OPAEngine",
@@ -70,6 +81,9 @@ MAX_CONNECTIONS = 32
 MAX_KEEPALIVE_CONNECTIONS = 16
 #: Seconds an idle pooled connection is kept.
 KEEPALIVE_EXPIRY = 30.0
+#: Larger answers from OPA are refused (a decision is a few kB; a manifest check of hundreds of tools some 100 kB).
+MAX_ANSWER_BYTES = 8 << 20
+_READ_STEP = 64 * 1024
 
 _RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError)
 # The same failures from http.client: refused, reset, or a kept-alive connection the server closed.
@@ -102,6 +116,8 @@ class OPAEngine(Engine):
         if retries < 0:
             raise ValueError("retries must be >= 0")
         self.url = url.rstrip("/")
+        #: The URL as messages and logs show it: no userinfo.
+        self.shown_url = redact_url(self.url)
         self.timeout = timeout
         self.retries = retries
         self.decision_ttl = decision_ttl
@@ -114,8 +130,15 @@ class OPAEngine(Engine):
         self._headers = {**self._options["headers"], **_JSON}
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"OPA url must be http(s)://host[:port][/prefix], not {url!r}")
+            raise ValueError(f"OPA url must be http(s)://host[:port][/prefix], not {redact_url(url)!r}")
         self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
+        if parts.username is not None and "Authorization" not in self._headers:
+            # httpx sends a URL's userinfo as basic auth: so does the synchronous path.
+            import base64
+            from urllib.parse import unquote
+
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         self._prefix = parts.path.rstrip("/")
         self._ssl = _ssl_context(verify) if parts.scheme == "https" else None
         # One keep-alive connection per thread (http.client connections are not thread-safe).
@@ -131,7 +154,7 @@ class OPAEngine(Engine):
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"OPAEngine({self.url!r})"
+        return f"OPAEngine({self.shown_url!r})"
 
     @property
     def revision(self) -> str:
@@ -150,29 +173,77 @@ class OPAEngine(Engine):
 
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002 - OPA's name
         target, body = self._prefix + self._data_target(path), _body(input)
+        deadline = time.monotonic() + self.timeout
         for attempt in range(self.retries + 1):
             connection = self._connection()
+            expired = threading.Event()
+
+            def on_deadline(connection: http.client.HTTPConnection = connection, expired: threading.Event = expired) -> None:
+                expired.set()
+                shutdown_socket(connection.sock)
+
+            # One deadline for the whole call: the watchdog shuts the socket down when it passes.
+            WATCHDOG.watch(connection, deadline, on_deadline)
             try:
                 connection.request("POST", target, body=body, headers=self._headers)
                 response = connection.getresponse()
-                status, data = response.status, response.read()
+                status, data = response.status, self._read(response, deadline)
             except _SYNC_FAILURES as exc:
                 self._drop_connection()
+                if expired.is_set() or time.monotonic() >= deadline:
+                    raise EngineUnavailable(f"{self.shown_url}: no answer within {self.timeout} s") from None
                 if isinstance(exc, _SYNC_RETRYABLE) and attempt < self.retries:
-                    logger.debug("retrying %s after %s", self.url, type(exc).__name__)
+                    logger.debug("retrying %s after %s", self.shown_url, type(exc).__name__)
                     continue
                 raise self._unavailable(exc) from exc
+            finally:
+                WATCHDOG.unwatch(connection)
             if response.will_close:
                 self._drop_connection()
             return self._result(path, status, data)
         raise AssertionError("unreachable: the last attempt raises")
 
+    def _read(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
+        """The body of an answer, bounded in size; a redirect's body is never read."""
+        if 300 <= response.status < 400:
+            self._drop_connection()  # the unread body would poison a kept-alive connection
+            raise EngineResponseError(f"{self.shown_url}: HTTP {response.status}: redirects are not followed")
+        length = response.getheader("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+            self._drop_connection()
+            raise EngineResponseError(f"{self.shown_url}: answer larger than {MAX_ANSWER_BYTES} bytes")
+        parts, size = [], 0
+        while True:
+            chunk = response.read1(_READ_STEP)
+            if not chunk:
+                if response.length:  # http.client's count of bytes still owed by Content-Length
+                    raise http.client.IncompleteRead(b"", response.length)
+                response.close()  # read in full: the kept-alive connection takes the next request
+                return b"".join(parts)
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                self._drop_connection()
+                raise EngineResponseError(f"{self.shown_url}: answer larger than {MAX_ANSWER_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise socket.timeout("deadline passed")
+            parts.append(chunk)
+
     async def aevaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
         url, body = self.url + self._data_target(path), _body(input)
-        for attempt in range(self.retries + 1):
-            with self._failures(last=attempt == self.retries):
-                response = await self._async_client().post(url, content=body, headers=_JSON)
-                return self._result(path, response.status_code, response.content)
+
+        def fail(message: str) -> EngineResponseError:
+            return EngineResponseError(f"{self.shown_url}: {message}")
+
+        try:
+            async with asyncio.timeout(self.timeout):
+                for attempt in range(self.retries + 1):
+                    with self._failures(last=attempt == self.retries):
+                        async with self._async_client().stream("POST", url, content=body, headers=_JSON) as response:
+                            check_head(response, MAX_ANSWER_BYTES, fail)
+                            data = await aread_body(response, MAX_ANSWER_BYTES, fail)
+                        return self._result(path, response.status_code, data)
+        except TimeoutError:
+            raise EngineUnavailable(f"{self.shown_url}: no answer within {self.timeout} s (TimeoutError)") from None
         raise AssertionError("unreachable: the last attempt raises")
 
     @contextlib.contextmanager
@@ -183,13 +254,13 @@ class OPAEngine(Engine):
         except _RETRYABLE as exc:
             if last:
                 raise self._unavailable(exc) from exc
-            logger.debug("retrying %s after %s", self.url, type(exc).__name__)
+            logger.debug("retrying %s after %s", self.shown_url, type(exc).__name__)
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from exc
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._closed:
-            raise EngineUnavailable(f"{self.url}: the engine is closed")
+            raise EngineUnavailable(f"{self.shown_url}: the engine is closed")
         connection = getattr(self._local, "connection", None)
         if connection is None:
             if self._ssl is not None:
@@ -211,7 +282,7 @@ class OPAEngine(Engine):
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._closed:
-                raise EngineUnavailable(f"{self.url}: the engine is closed")
+                raise EngineUnavailable(f"{self.shown_url}: the engine is closed")
             client = self._async_clients.get(loop)
             if client is None:
                 client = self._async_clients[loop] = httpx.AsyncClient(**self._options)
@@ -219,13 +290,14 @@ class OPAEngine(Engine):
 
     def _unavailable(self, exc: Exception) -> EngineUnavailable:
         if isinstance(exc, (httpx.TimeoutException, socket.timeout)):
-            return EngineUnavailable(f"{self.url}: no answer within {self.timeout} s ({type(exc).__name__})")
+            return EngineUnavailable(f"{self.shown_url}: no answer within {self.timeout} s ({type(exc).__name__})")
         # The same name for a refused connection whichever transport saw it.
         name = "ConnectError" if isinstance(exc, ConnectionRefusedError) else type(exc).__name__
-        return EngineUnavailable(f"{self.url}: {name}: {str(exc)[:_MAX_MESSAGE] or 'connection failed'}")
+        detail = clean(redact_text(str(exc)), _MAX_MESSAGE) or "connection failed"
+        return EngineUnavailable(f"{self.shown_url}: {name}: {detail}")
 
     def _result(self, path: str, status: int, content: bytes) -> dict[str, Any]:
-        where = f"{self.url}/v1/data/{path.strip('/')}"
+        where = f"{self.shown_url}/v1/data/{clean(path.strip('/'))}"
         try:
             body = json.loads(content)
         except ValueError:
@@ -256,7 +328,7 @@ class OPAEngine(Engine):
         with self._lock:
             if seen != self._bundles:
                 if self._bundles:
-                    logger.info("OPA at %s now serves bundle revisions %s", self.url, seen)
+                    logger.info("OPA at %s now serves bundle revisions %s", self.shown_url, clean(str(seen)))
                 self._bundles = seen
                 self._revision = ";".join(f"{name}={revision}" for name, revision in sorted(seen.items()))
 
@@ -307,4 +379,4 @@ def _opa_error_message(body: dict[str, Any]) -> str:
     if isinstance(errors, list) and errors and isinstance(errors[0], dict) and isinstance(errors[0].get("message"), str):
         # "error(s) occurred while evaluating query" says little; the first error says what.
         message += f": {errors[0]['message']}"
-    return " ".join(message.split())[:_MAX_MESSAGE]
+    return clean(" ".join(message.split()), _MAX_MESSAGE)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from sekuire.compiler import HashMismatchError, PolicyFormatError
-from sekuire.runtime.agent import development_policy, estimate_tokens, get_agent
 from sekuire.runtime import (
     InvalidActionError,
     PolicyViolationError,
     SekuireRuntimeError,
 )
+from sekuire.runtime.agent import development_policy, estimate_tokens, get_agent
 from sekuire.runtime.llm import LLMError, OpenAIChatClient
 from sekuire.runtime.manifest import ManifestError, load_manifest, manifest_input
 

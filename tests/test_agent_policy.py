@@ -13,11 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from sekuire.compiler import PolicyFormatError
-from sekuire.runtime import aget_agent, get_agent
+from sekuire.runtime import PolicyViolationError, aget_agent, get_agent
 from sekuire.runtime.agent import ALLOW_DEV_POLICY_ENV, DEFAULT_COMPLETION_RESERVE
-from sekuire.runtime import PolicyViolationError
 
 from .backend_server import ChatServer, signed_policy
 

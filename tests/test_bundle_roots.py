@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sekuire.compiler.bundle.roots import bundle_roots, check_roots, package_path, root_contains
 from sekuire.compiler.bundle.signing import BundleSigner
 from sekuire.compiler.bundle.tarball import build_bundle, read_bundle, write_bundle

@@ -123,7 +123,7 @@ def test_every_option_has_help_text(path: str) -> None:
 
 
 #: The read commands: each takes --format text|json (and --json as its alias).
-READ_COMMANDS = ["policy show", "policy validate", "policy eval", "bundle inspect", "bundle verify"]
+READ_COMMANDS = ["policy show", "policy validate", "policy eval", "bundle inspect", "bundle verify", "keys list"]
 
 
 @pytest.mark.parametrize("path", READ_COMMANDS)
@@ -145,6 +145,7 @@ def test_format_json_is_json_for_every_read_command(tmp_path: Path, capsys: pyte
                         "--action", '{"type": "tool", "name": "shell"}'],
         "bundle inspect": ["bundle", "inspect", bundle],
         "bundle verify": ["bundle", "verify", bundle, "--verification-key", key],
+        "keys list": ["keys", "list", "--keyring", str(keyring)],
     }
     assert set(runs) == set(READ_COMMANDS)
     for path, argv in runs.items():

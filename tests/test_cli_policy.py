@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sekuire.compiler import Keyring
 from sekuire.compiler.cli import main
+from sekuire.compiler.policy.keyring import fingerprint
 
 from .conftest import VECTOR_POLICY, free_port
 
@@ -212,15 +213,20 @@ def _backend_tree(root: Path, policy: dict, workspace: str = "ws_abc123", public
     return root
 
 
-def test_pull_verifies_pins_the_key_and_saves(capsys, tmp_path, http_server, envelope_vectors):
+def test_pull_verifies_pins_the_key_on_first_use_and_saves(capsys, tmp_path, http_server, envelope_vectors):
     url = http_server(_backend_tree(tmp_path / "site", envelope_vectors["valid"]))
     out_file = tmp_path / "work" / "policy.json"
     keyring_file = tmp_path / "keyring.json"
     code, out, err = run_cli(
-        capsys, "policy", "pull", "--workspace", "ws_abc123", "--backend", url, "--out", str(out_file), "--keyring", str(keyring_file)
+        capsys, "policy", "pull", "--workspace", "ws_abc123", "--backend", url, "--out", str(out_file), "--keyring", str(keyring_file),
+        "--trust-on-first-use",
     )
     assert code == 0, err
-    assert out == f"Saved active policy policy_xyz (v1) for workspace ws_abc123 to {out_file}\nSignature: verified\n"
+    fp = fingerprint(bytes.fromhex(envelope_vectors["key"]["public_key_hex"]))
+    assert out == (
+        f"Trusted signing key key_test_1 (ed25519 {fp}) on first use (--trust-on-first-use), saved in {keyring_file}\n"
+        f"Saved active policy policy_xyz (v1) for workspace ws_abc123 to {out_file}\nSignature: verified\n"
+    )
     assert json.loads(out_file.read_text(encoding="utf-8")) == envelope_vectors["valid"]
     assert Keyring.load(keyring_file).get("key_test_1").hex().startswith("03a107bf")
     # the saved file verifies on its own with the pinned key
@@ -234,7 +240,8 @@ def test_pull_refuses_tampered_policies_and_writes_nothing(capsys, tmp_path, htt
     out_file = tmp_path / "policy.json"
     keyring_file = tmp_path / "keyring.json"
     code, out, err = run_cli(
-        capsys, "policy", "pull", "--workspace", "ws_abc123", "--backend", url, "--out", str(out_file), "--keyring", str(keyring_file)
+        capsys, "policy", "pull", "--workspace", "ws_abc123", "--backend", url, "--out", str(out_file), "--keyring", str(keyring_file),
+        "--trust-on-first-use",
     )
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "/v1/workspaces/ws_abc123/policies/active" in err
@@ -264,7 +271,7 @@ def test_pull_refuses_another_workspaces_policy(capsys, tmp_path, http_server, e
     url = http_server(_backend_tree(tmp_path / "site", envelope_vectors["valid"], workspace="ws_other"))
     code, _, err = run_cli(
         capsys, "policy", "pull", "--workspace", "ws_other", "--backend", url, "--out", str(tmp_path / "p.json"),
-        "--keyring", str(tmp_path / "k.json"),
+        "--keyring", str(tmp_path / "k.json"), "--trust-on-first-use",
     )
     assert code == 1 and "/workspace_id: backend answered with workspace 'ws_abc123', not 'ws_other'" in err
     assert not (tmp_path / "p.json").exists()

@@ -13,6 +13,7 @@ from sekuire.compiler import (
     HashMismatchError,
     IntegrityError,
     Keyring,
+    UnknownKeyError,
     UnsignedPolicyError,
 )
 from sekuire.runtime.client import (
@@ -42,16 +43,12 @@ def test_fetch_returns_a_verified_policy(client):
     assert policy.hash == "4fcc7998c1c605cceff35aac93e2d0bd9ebb34e98a52361a371670b09133ef18"
 
 
-def test_unknown_key_is_fetched_verified_then_pinned_and_saved(url, backend, tmp_path):
+def test_an_unknown_key_is_never_fetched_nor_written_to_the_keyring(url, backend, tmp_path):
     keyring_file = tmp_path / "new-keyring.json"
-    with PolicyClient(url, keyring=keyring_file) as client:
-        assert client.fetch_active_policy(WS).signature_status == "verified"
-    assert Keyring.load(keyring_file).get("key_test_1").hex().startswith("03a107bf")
-    assert len(backend.seen("GET", "/v1/keys/key_test_1")) == 1
-    # a second client trusts the saved key and does not ask for it again
-    with PolicyClient(url, keyring=keyring_file) as client:
+    with PolicyClient(url, keyring=keyring_file) as client, pytest.raises(UnknownKeyError, match="key_test_1"):
         client.fetch_active_policy(WS)
-    assert len(backend.seen("GET", "/v1/keys/key_test_1")) == 1
+    assert not keyring_file.exists()
+    assert backend.seen("GET", "/v1/keys/") == []
 
 
 def test_revalidation_sends_if_none_match_and_a_304_returns_the_cached_policy(client, backend):
@@ -111,21 +108,22 @@ def test_a_tampered_policy_never_replaces_the_verified_one(client, backend, enve
     assert client.fetch_active_policy(WS) == good
 
 
-def test_a_key_unknown_to_the_backend_is_refused(client, backend, envelope_vectors):
+def test_a_key_unknown_to_the_keyring_is_refused(client, backend, envelope_vectors):
     case = next(c for c in envelope_vectors["invalid"] if c["name"] == "unknown_key")
     backend.set_policy(case["policy"], WS)
-    with pytest.raises(BackendError, match="/v1/keys/key_unknown: not found"):
+    with pytest.raises(UnknownKeyError, match="key_unknown"):
         client.fetch_active_policy(WS)
     assert client.keyring.get("key_unknown") is None
+    assert backend.seen("GET", "/v1/keys/") == []
 
 
-def test_a_fetched_key_is_pinned_only_if_it_verifies(client, backend, envelope_vectors, vector_seed):
+def test_a_key_the_backend_serves_is_not_trusted(client, backend, envelope_vectors):
     from nacl.signing import SigningKey
 
-    other = SigningKey.generate()
-    backend.set_key("key_new", bytes(other.verify_key).hex())
-    backend.set_policy(signed_policy(envelope_vectors["valid"], vector_seed, key_id="key_new"))
-    with pytest.raises(BadSignatureError):
+    attacker = SigningKey.generate()
+    backend.set_key("key_new", bytes(attacker.verify_key).hex())
+    backend.set_policy(signed_policy(envelope_vectors["valid"], bytes(attacker), key_id="key_new", version="9"))
+    with pytest.raises(UnknownKeyError):
         client.fetch_active_policy(WS)
     assert client.keyring.get("key_new") is None
     assert "key_new" not in Keyring.load(client.keyring.path).keys
@@ -256,9 +254,10 @@ def test_empty_workspace_is_a_caller_error(client):
 # -- asyncio twin -------------------------------------------------------------------------------------------------
 
 
-def test_async_client_verifies_revalidates_and_refuses_rollbacks(url, backend, envelope_vectors, vector_seed, tmp_path):
+def test_async_client_verifies_revalidates_and_refuses_rollbacks(url, backend, envelope_vectors, vector_seed,
+                                                                 vector_keyring):
     async def scenario() -> None:
-        async with AsyncPolicyClient(url, keyring=tmp_path / "async-keyring.json") as client:
+        async with AsyncPolicyClient(url, keyring=vector_keyring.path) as client:
             first = await client.fetch_active_policy(WS)
             assert first.signature_status == "verified"
             assert await client.fetch_active_policy(WS) is first
@@ -276,6 +275,5 @@ def test_async_client_verifies_revalidates_and_refuses_rollbacks(url, backend, e
     asyncio.run(scenario())
     gets = backend.seen("GET", ACTIVE)
     assert "If-None-Match" in gets[1].headers
-    assert len(backend.seen("GET", "/v1/keys/key_test_1")) == 1
-    assert Keyring.load(tmp_path / "async-keyring.json").get("key_test_1") is not None
+    assert backend.seen("GET", "/v1/keys/") == []
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sekuire.compiler import Keyring, load_policy
 from sekuire.compiler.rego.compile import CompiledPolicy, compile_policy
 from sekuire.runtime import _regorus

@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sekuire.compiler.cli.main import version_text
 from sekuire.compiler.version import REGORUS_VERSION
 from sekuire.runtime import EmbeddedEngine, EngineResponseError, _regorus

@@ -14,7 +14,6 @@ import time
 import zlib
 
 import pytest
-
 from sekuire.runtime.llm import LLMError, OpenAIChatClient
 
 API_KEY = "sk-test-bounded-secret"

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sekuire.runtime import InvalidActionError
 from sekuire.runtime.normalize import normalize_action
 

@@ -134,7 +134,8 @@ def test_opa_pulls_published_bundles_over_http_with_the_generated_config(
 
     # agents read the same tree: pull verifies the published policy
     out = tmp_path / "pulled.json"
-    assert cli("policy", "pull", "--workspace", "ws_abc123", "--backend", url, "--out", out, "--keyring", tmp_path / "k.json") == 0
+    assert cli("policy", "pull", "--workspace", "ws_abc123", "--backend", url, "--out", out, "--keyring", tmp_path / "k.json",
+               "--trust-on-first-use") == 0
     assert json.loads(out.read_text()) == json.loads(CODING.read_text())
 
 

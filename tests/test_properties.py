@@ -35,7 +35,7 @@ from sekuire.compiler.errors import BundleError, CompileError, PolicyError
 from sekuire.compiler.policy.document import load_policy
 from sekuire.compiler.rego.compile import compile_policy
 from sekuire.runtime import EmbeddedEngine, InvalidActionError, PolicyEnforcer
-from sekuire.runtime.normalize import normalize_action, normalize_host, normalize_path
+from sekuire.runtime.normalize import normalize_host, normalize_path
 
 from . import reference
 from .hypothesis_profiles import PROPERTY_SETTINGS

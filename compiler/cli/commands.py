@@ -25,7 +25,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 EXAMPLES: dict[str, str] = {
     "": "sekuire policy validate --file policy.json --keyring keyring.json",
     "policy": "sekuire policy show --file policy.json",
-    "policy pull": "sekuire policy pull --workspace ws_abc123 --backend https://policies.example.com",
+    "policy pull": "sekuire policy pull --workspace ws_abc123 --backend https://policies.example.com "
+    "--trust-on-first-use",
     "policy validate": "sekuire policy validate --file policy.json --keyring keyring.json",
     "policy show": "sekuire policy show --file policy.json --format json",
     "policy sign": "sekuire policy sign --file policy.json --key signer.key --key-id key_test_1",
@@ -38,6 +39,9 @@ EXAMPLES: dict[str, str] = {
     "push": "sekuire push --workspace ws_abc123 --manifest sekuire.yml",
     "keys": "sekuire keys generate --key-id default --algorithm RS256 --out bundle-key",
     "keys generate": "sekuire keys generate --key-id default --algorithm RS256 --out bundle-key",
+    "keys trust": "sekuire keys trust --key-id key_prod_2 --public-key 9f1c...e07a --fingerprint SHA256:...",
+    "keys list": "sekuire keys list --format json",
+    "keys remove": "sekuire keys remove --key-id key_prod_1",
     "opa-config": "sekuire opa-config --service-url https://bundles.example.com --workspace ws_abc123 "
     "--verification-key bundle-key.pub.pem --out opa.yaml",
     "publish": "sekuire publish --site site/ --file policy.json --signing-key bundle-key.pem",

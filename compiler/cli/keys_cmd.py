@@ -1,14 +1,23 @@
-"""``sekuire keys generate``: Ed25519 keys for policy.json, RSA/EC keys for OPA bundle signing."""
+"""``sekuire keys generate|trust|list|remove``: signing keys, and the keyring that is the only root of trust.
+
+``keys trust`` is the explicit act that adds a key (docs/trust.md): by its hex
+(``--public-key``) or as a backend serves it (``--from-backend``; checked
+against ``--fingerprint`` when given, and refused if it carries a rotation
+statement that does not verify). Each prints the key's fingerprint.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
 from ..errors import KeyringError
 from ..files import atomic_write, read_limited
-from ..policy.keyring import Keyring
+from ..policy.keyring import Keyring, fingerprint, resolve_keyring
+from ..textsafe import clean
+from .options import add_format_option
 
 __all__ = ["read_seed", "register"]
 
@@ -30,6 +39,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     gen.add_argument("--keyring", metavar="FILE", help="also pin the ed25519 public key in this keyring file")
     gen.set_defaults(handler=_generate)
+
+    trust = keys.add_parser("trust", help="add a policy signing key to the keyring (prints its fingerprint)")
+    trust.add_argument("--key-id", required=True, metavar="ID", help="the signing_key_id policies name this key by")
+    source = trust.add_mutually_exclusive_group(required=True)
+    source.add_argument("--public-key", metavar="HEX", help="the Ed25519 public key, 64 hex digits")
+    source.add_argument("--from-backend", metavar="URL", help="fetch the key from URL/v1/keys/<ID>")
+    trust.add_argument("--fingerprint", metavar="SHA256:...", help="refuse unless the key has this fingerprint")
+    trust.add_argument("--keyring", metavar="FILE", help="keyring file (default: $SEKUIRE_KEYRING, else the user keyring)")
+    trust.set_defaults(handler=_trust)
+
+    listing = keys.add_parser("list", help="list the trusted keys with their fingerprints")
+    listing.add_argument("--keyring", metavar="FILE", help="keyring file (default: $SEKUIRE_KEYRING, else the user keyring)")
+    add_format_option(listing)
+    listing.set_defaults(handler=_list)
+
+    remove = keys.add_parser("remove", help="stop trusting a key")
+    remove.add_argument("--key-id", required=True, metavar="ID", help="the key id to remove from the keyring")
+    remove.add_argument("--keyring", metavar="FILE", help="keyring file (default: $SEKUIRE_KEYRING, else the user keyring)")
+    remove.set_defaults(handler=_remove)
 
 
 def read_seed(path: str) -> bytes:
@@ -83,4 +111,62 @@ def _generate(args: argparse.Namespace) -> int:
         f"Generated {args.algorithm} bundle signing key {args.key_id}: private {prefix}.pem (keep secret), "
         f"public {prefix}.pub.pem"
     )
+    return 0
+
+
+def _trust(args: argparse.Namespace) -> int:
+    keyring = resolve_keyring(args.keyring, missing_ok=True)
+    note = ""
+    if args.public_key is not None:
+        text = args.public_key.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", text):
+            raise KeyringError("--public-key: expected 64 hex digits (an Ed25519 public key)")
+        public = bytes.fromhex(text)
+    else:
+        from ..policy.backend import fetch_key_document
+        from ..policy.rotation import verify_rotation
+
+        document = fetch_key_document(args.from_backend, args.key_id)
+        public = document.public_key
+        if document.rotation is not None:
+            # A statement that does not verify is a sign of tampering: refuse rather than ignore it.
+            verify_rotation(keyring, args.key_id, public, *document.rotation)
+            note = f", endorsed by trusted key {clean(document.rotation[0])}"
+    found = fingerprint(public)
+    if args.fingerprint is not None and args.fingerprint.strip() != found:
+        raise KeyringError(f"key {clean(args.key_id)} has fingerprint {found}, not {clean(args.fingerprint)}; not trusted")
+    added = keyring.pin(args.key_id, public)
+    if added:
+        keyring.save()
+        print(f"Trusted key {clean(args.key_id)} (ed25519 {found}{note}) in {keyring.path}")
+    else:
+        print(f"Key {clean(args.key_id)} (ed25519 {found}) is already trusted in {keyring.path}")
+    if args.from_backend is not None and not note and args.fingerprint is None:
+        print("Compare this fingerprint with the key's owner: it was taken from the backend as served.")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    keyring = resolve_keyring(args.keyring, missing_ok=True)
+    entries = [
+        {"key_id": key_id, "algorithm": "ed25519", "public_key": key.hex(), "fingerprint": fingerprint(key)}
+        for key_id, key in sorted(keyring.keys.items())
+    ]
+    if args.format == "json":
+        print(json.dumps({"keyring": str(keyring.path), "keys": entries}, indent=2))
+    elif not entries:
+        print(f"No trusted keys in {keyring.path}")
+    else:
+        for entry in entries:
+            print(f"{clean(entry['key_id'])}  ed25519  {entry['fingerprint']}")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    keyring = resolve_keyring(args.keyring)
+    if keyring.path is not None and not keyring.path.exists():
+        raise KeyringError("no such keyring file", source=str(keyring.path))
+    keyring.remove(args.key_id)
+    keyring.save()
+    print(f"Removed key {clean(args.key_id)} from {keyring.path}")
     return 0

@@ -7,17 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import PolicyFormatError
+from ..errors import KeyringError, PolicyFormatError, UnknownKeyError
 from ..files import atomic_write, read_limited
-from ..policy.backend import (
-    fetch_active_policy_document,
-    fetch_public_key,
-    verify_active_policy,
-)
+from ..policy.backend import Fetched, fetch_active_policy_document, fetch_key_document, verify_active_policy
 from ..policy.canonical import strict_loads
 from ..policy.document import MAX_POLICY_BYTES, Policy, parse_policy
 from ..policy.integrity import sign_document
-from ..policy.keyring import resolve_keyring
+from ..policy.keyring import Keyring, fingerprint, resolve_keyring
+from ..policy.rotation import verify_rotation
+from ..textsafe import clean, quote_value
 from . import compile_cmd, policy_show
 from .keys_cmd import read_seed
 from .options import (
@@ -46,6 +44,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pull.add_argument("--out", default=DEFAULT_POLICY_FILE, metavar="FILE", help="where to save it (default: policy.json)")
     add_backend_option(pull)
     add_verify_options(pull)
+    pull.add_argument(
+        "--trust-on-first-use",
+        action="store_true",
+        help="while the keyring is empty, trust the backend's signing key and save it (prints its fingerprint)",
+    )
     pull.set_defaults(handler=_pull)
 
     validate = policy.add_parser("validate", help="verify a policy.json's hash and signature")
@@ -123,8 +126,6 @@ def _sign(args: argparse.Namespace) -> int:
     # Prove the result verifies with the key we just used before writing anything.
     from nacl.signing import SigningKey
 
-    from ..policy.keyring import Keyring
-
     public = bytes(SigningKey(seed).verify_key)
     parse_policy(signed, Keyring(keys={args.key_id: public}), source=source)
     out = args.out or source
@@ -133,23 +134,59 @@ def _sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signing_key_to_trust(args: argparse.Namespace, backend: str, keyring: Keyring, fetched: Fetched) -> tuple[str, bytes, str] | None:
+    """The key this pull may add to the keyring, and how: on first use (opted in) or by an endorsed rotation.
+
+    None when the keyring already holds the policy's key (or the policy names none); UnknownKeyError when the
+    key is unknown and neither applies. A key from the backend is never trusted for being served.
+    """
+    document = fetched.document
+    key_id = document.get("signing_key_id") if isinstance(document, dict) and document.get("signature") else None
+    if not isinstance(key_id, str) or not key_id or keyring.get(key_id) is not None or args.trust_embedded_key:
+        return None
+    hint = ("trust it with `sekuire keys trust --key-id ID --public-key HEX` (or `--from-backend URL`), "
+            "or pull with --trust-on-first-use while the keyring is empty")
+    if args.trust_on_first_use:
+        if keyring.keys:
+            raise KeyringError(
+                f"--trust-on-first-use applies only while the keyring is empty; it holds {len(keyring.keys)} key(s) "
+                f"and not {clean(key_id)}: add keys with `sekuire keys trust`",
+                source=str(keyring.path) if keyring.path else None,
+            )
+        return key_id, fetch_key_document(backend, key_id).public_key, "on first use (--trust-on-first-use)"
+    if not keyring.keys:
+        raise UnknownKeyError(f"unknown signing key {quote_value(key_id)}: the keyring is empty; {hint}",
+                              source=fetched.url, pointer="/signing_key_id")
+    key = fetch_key_document(backend, key_id)
+    if key.rotation is None:
+        raise UnknownKeyError(
+            f"unknown signing key {quote_value(key_id)}: not in the trusted keyring and not endorsed by a trusted key; "
+            + hint, source=fetched.url, pointer="/signing_key_id")
+    verify_rotation(keyring, key_id, key.public_key, *key.rotation)
+    return key_id, key.public_key, f"by a rotation statement of trusted key {clean(key.rotation[0])}"
+
+
 def _pull(args: argparse.Namespace) -> int:
+    from ...runtime.floor import RollbackFloor  # the CLI is the top: the runtime only when this command runs
+
     backend = backend_from(args)
     keyring = resolve_keyring(args.keyring, missing_ok=True)
     fetched = fetch_active_policy_document(backend, args.workspace)
-    document = fetched.document
-    key_id = document.get("signing_key_id") if isinstance(document, dict) else None
-    new_key = None
-    if isinstance(key_id, str) and key_id and keyring.get(key_id) is None and not args.trust_embedded_key:
-        new_key = fetch_public_key(backend, key_id)
-        keyring.pin(key_id, new_key)
+    new_key = _signing_key_to_trust(args, backend, keyring, fetched)
+    verifying = keyring if new_key is None else Keyring(keys={**keyring.keys, new_key[0]: new_key[1]})
     policy = verify_active_policy(
-        fetched, args.workspace, keyring, allow_unsigned=args.allow_unsigned, trust_embedded_key=args.trust_embedded_key
+        fetched, args.workspace, verifying, allow_unsigned=args.allow_unsigned, trust_embedded_key=args.trust_embedded_key
     )
+    RollbackFloor.beside(keyring).advance(args.workspace, policy, source=fetched.url)
     atomic_write(args.out, fetched.body)
-    if new_key is not None and keyring.path is not None:
+    if new_key is not None:
+        keyring.pin(new_key[0], new_key[1])
         keyring.save()
     _warn(policy)
-    print(f"Saved active policy {policy.policy_id} (v{policy.version}) for workspace {policy.workspace_id} to {args.out}")
+    if new_key is not None:
+        print(f"Trusted signing key {clean(new_key[0])} (ed25519 {fingerprint(new_key[1])}) {new_key[2]}, "
+              f"saved in {keyring.path}")
+    print(f"Saved active policy {clean(policy.policy_id)} (v{clean(policy.version)}) for workspace "
+          f"{clean(policy.workspace_id)} to {args.out}")
     print(f"Signature: {'verified' if policy.signature_status == 'verified' else 'UNSIGNED'}")
     return 0

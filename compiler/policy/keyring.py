@@ -11,6 +11,8 @@ once pinned, never silently changes its key: :meth:`Keyring.pin` refuses.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,16 +20,23 @@ from pathlib import Path
 
 from ..errors import KeyringError, PolicyFormatError
 from ..files import atomic_write, read_limited
+from ..textsafe import quote_value
 from .canonical import strict_loads
 
-__all__ = ["DEFAULT_KEYRING_ENV", "Keyring", "default_keyring_path", "resolve_keyring"]
+__all__ = ["DEFAULT_KEYRING_ENV", "Keyring", "default_keyring_path", "fingerprint", "resolve_keyring"]
 
 DEFAULT_KEYRING_ENV = "SEKUIRE_KEYRING"
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
 _MAX_KEYRING_BYTES = 1 << 20
 
 
+def fingerprint(public_key: bytes) -> str:
+    """``SHA256:`` + unpadded base64 of SHA-256 over the 32 raw key bytes (the OpenSSH style; docs/trust.md)."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(public_key).digest()).decode("ascii").rstrip("=")
+
+
 def default_keyring_path() -> Path:
+    """``$XDG_CONFIG_HOME/sekuire/keyring.json`` (``~/.config/sekuire/keyring.json``)."""
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "sekuire" / "keyring.json"
 
@@ -41,6 +50,7 @@ class Keyring:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Keyring:
+        """Read a keyring file (an empty keyring at ``path`` if it is missing and ``missing_ok``)."""
         path = Path(path)
         if missing_ok and not path.exists():
             return cls(path=path)
@@ -65,17 +75,25 @@ class Keyring:
         return cls(keys=keys, path=path)
 
     def get(self, key_id: str) -> bytes | None:
+        """The trusted public key of ``key_id``, None if it is not trusted."""
         return self.keys.get(key_id)
+
+    def remove(self, key_id: str) -> None:
+        """Stop trusting ``key_id`` (KeyringError if it is not in the keyring); ``save`` to persist."""
+        if self.keys.pop(key_id, None) is None:
+            raise KeyringError(f"no key {quote_value(key_id)} in the keyring", source=str(self.path) if self.path else None)
 
     def pin(self, key_id: str, public_key: bytes) -> bool:
         """Add a key; True if it was new. A different key for a pinned id is refused."""
+        if not isinstance(key_id, str) or not key_id:
+            raise KeyringError("a key id must be a non-empty string")
         if len(public_key) != 32:
-            raise KeyringError(f"key {key_id!r} is not a 32-byte Ed25519 public key")
+            raise KeyringError(f"key {quote_value(key_id)} is not a 32-byte Ed25519 public key")
         known = self.keys.get(key_id)
         if known is not None:
             if known != public_key:
                 raise KeyringError(
-                    f"key {key_id!r} is pinned to a different public key; refusing to replace it",
+                    f"key {quote_value(key_id)} is pinned to a different public key; refusing to replace it",
                     source=str(self.path) if self.path else None,
                 )
             return False
@@ -83,6 +101,7 @@ class Keyring:
         return True
 
     def to_json(self) -> dict[str, object]:
+        """The keyring file's document."""
         return {
             "keys": {
                 key_id: {"algorithm": "ed25519", "public_key": key.hex()} for key_id, key in sorted(self.keys.items())
@@ -90,6 +109,7 @@ class Keyring:
         }
 
     def save(self) -> None:
+        """Write the keyring file atomically (temporary file, then rename)."""
         if self.path is None:
             raise KeyringError("keyring has no file to save to")
         import json
