@@ -156,6 +156,7 @@ class PolicyClient(_ClientBase):
         return self._store.accept(workspace_id, fetched)
 
     def close(self) -> None:
+        """Close the HTTP client if this client made it."""
         if self._owns_http:
             self._http.close()
 
@@ -199,6 +200,7 @@ class AsyncPolicyClient(_ClientBase):
         return self._store.accept(workspace_id, fetched)
 
     async def aclose(self) -> None:
+        """Close the HTTP client if this client made it."""
         if self._owns_http:
             await self._http.aclose()
 

@@ -133,10 +133,12 @@ class LoggingSink:
     """Each event as one JSON INFO record of ``sekuire.runtime.decision_log``; the default for audit-logging policies."""
 
     def emit(self, event: Mapping[str, Any]) -> None:
+        """Log one event as one ASCII-only JSON line at INFO on this module's logger."""
         # ASCII only: no C1 control, bidi override or line separator reaches a log line raw.
         logger.info("%s", json.dumps(event, separators=(",", ":"), ensure_ascii=True))
 
     def close(self) -> None:
+        """Nothing to release: the logging system owns its handlers."""
         pass
 
 
@@ -149,6 +151,7 @@ class FileSink:
         self._file: Any = None
 
     def emit(self, event: Mapping[str, Any]) -> None:
+        """Append one event as a JSON line (OPA's decision-log event format)."""
         line = json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n"
         with self._lock:
             if self._file is None:
@@ -157,6 +160,7 @@ class FileSink:
             self._file.flush()
 
     def close(self) -> None:
+        """Close the file."""
         with self._lock:
             if self._file is not None:
                 self._file.close()
@@ -200,6 +204,7 @@ class HTTPSink:
         self._thread.start()
 
     def emit(self, event: Mapping[str, Any]) -> None:
+        """POST one event, gzipped as OPA's decision-log plugin sends it (bounded answer read)."""
         with self._cond:
             if self._closing or len(self._buffer) + self._in_flight >= self.buffer_size:
                 self.dropped += 1
@@ -327,6 +332,7 @@ class DecisionLogger:
         return str(event["decision_id"])
 
     def close(self) -> None:
+        """Close every sink (flushing what they buffer)."""
         for sink in self.sinks:
             try:
                 sink.close()

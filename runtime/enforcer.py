@@ -130,21 +130,27 @@ class PolicyEnforcer:
     # -- the actions of the contract ------------------------------------------------
 
     def enforce_tool(self, name: str) -> Decision:
+        """Allow running the tool ``name``, or raise PolicyViolationError (rule and reason of the first violation)."""
         return self._enforce({"type": "tool", "name": name})
 
     def enforce_capability(self, name: str) -> Decision:
+        """Allow the capability ``name`` (``github:create_issue``; the tool lists), or raise PolicyViolationError."""
         return self._enforce({"type": "capability", "name": name})
 
     def enforce_network(self, host: str, protocol: str = "https") -> Decision:
+        """Allow a connection to ``host`` over ``protocol``, or raise PolicyViolationError."""
         return self._enforce({"type": "network", "host": host, "protocol": protocol})
 
     def enforce_filesystem(self, path: str | os.PathLike[str], operation: str = "read") -> Decision:
+        """Allow ``operation`` on ``path`` (normalised lexically first), or raise PolicyViolationError."""
         return self._enforce({"type": "filesystem", "path": path, "operation": operation})
 
     def enforce_api(self, name: str) -> Decision:
+        """Allow calling the API ``name`` (``permissions.apis``), or raise PolicyViolationError."""
         return self._enforce({"type": "api", "name": name})
 
     def enforce_model(self, name: str, provider: str | None = None) -> Decision:
+        """Allow the model ``name`` (its provider given or inferred from the name), or raise PolicyViolationError."""
         return self._enforce({"type": "model", "name": name, "provider": provider})
 
     def enforce_rate_limit(self, kind: str, amount: int = 1) -> Decision:
@@ -157,24 +163,31 @@ class PolicyEnforcer:
         return self._conclude(decision)
 
     async def aenforce_tool(self, name: str) -> Decision:
+        """Async twin of :meth:`enforce_tool`."""
         return await self._aenforce({"type": "tool", "name": name})
 
     async def aenforce_capability(self, name: str) -> Decision:
+        """Async twin of :meth:`enforce_capability`."""
         return await self._aenforce({"type": "capability", "name": name})
 
     async def aenforce_network(self, host: str, protocol: str = "https") -> Decision:
+        """Async twin of :meth:`enforce_network`."""
         return await self._aenforce({"type": "network", "host": host, "protocol": protocol})
 
     async def aenforce_filesystem(self, path: str | os.PathLike[str], operation: str = "read") -> Decision:
+        """Async twin of :meth:`enforce_filesystem`."""
         return await self._aenforce({"type": "filesystem", "path": path, "operation": operation})
 
     async def aenforce_api(self, name: str) -> Decision:
+        """Async twin of :meth:`enforce_api`."""
         return await self._aenforce({"type": "api", "name": name})
 
     async def aenforce_model(self, name: str, provider: str | None = None) -> Decision:
+        """Async twin of :meth:`enforce_model`."""
         return await self._aenforce({"type": "model", "name": name, "provider": provider})
 
     async def aenforce_rate_limit(self, kind: str, amount: int = 1) -> Decision:
+        """Async twin of :meth:`enforce_rate_limit`."""
         action = normalize_action({"type": "rate_limit", "kind": kind, "amount": amount})
         # A reservation, not a lock, spans the await: other coroutines and threads see it at once.
         with self._reserve(action) as reservation:
@@ -196,6 +209,7 @@ class PolicyEnforcer:
         return self._decide(self._dry_run(normalize_action(action)))
 
     async def acheck(self, action: Mapping[str, Any]) -> Decision:
+        """Async twin of :meth:`check`."""
         return await self._adecide(self._dry_run(normalize_action(action)))
 
     # -- the machinery ---------------------------------------------------------------
@@ -300,6 +314,7 @@ class PolicyEnforcer:
             self.engine.close()
 
     async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
         if self._owns_engine:
             await self.engine.aclose()
 

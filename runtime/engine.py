@@ -116,6 +116,7 @@ class Engine(abc.ABC):
         """Release connections or compiled programs; further queries raise EngineUnavailable."""
 
     async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
         self.close()
 
     def __enter__(self) -> Engine:
@@ -160,6 +161,7 @@ class EmbeddedEngine(Engine):
 
     @classmethod
     def from_compiled(cls, compiled: CompiledPolicy) -> EmbeddedEngine:
+        """An engine over a policy compiled in memory (:func:`compile_policy`)."""
         # Only the decision is compiled up front (~10 ms); the manifest check compiles on first use.
         return cls(
             compiled.modules,
@@ -219,10 +221,12 @@ class EmbeddedEngine(Engine):
 
     @property
     def revision(self) -> str:
+        """The revision of the loaded bundle (the policy's, for a compiled policy)."""
         return self._revision
 
     @property
     def bundles(self) -> dict[str, str]:
+        """``{bundle name: revision}`` of what this engine answers from."""
         return {self._bundle_name: self._revision}
 
     def _live(self) -> RegoPolicy:
@@ -248,6 +252,7 @@ class EmbeddedEngine(Engine):
             raise EngineResponseError(f"cannot compile {ref}: {_first_line(exc)}") from None
 
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
+        """Evaluate the rule at data path ``path`` for ``input``; EngineError on any failure."""
         policy = self._live()
         ref = self._rule(path)
         try:
@@ -266,6 +271,7 @@ class EmbeddedEngine(Engine):
         return result
 
     def close(self) -> None:
+        """Release the compiled program; later queries raise EngineUnavailable."""
         # Evaluations under way keep their reference to the policy and finish; regorus frees it after them.
         self._policy = None
 

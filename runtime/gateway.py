@@ -93,14 +93,17 @@ class PolicyGateway:
 
     @property
     def policy(self) -> Policy:
+        """The active, verified policy (raises before :meth:`initialize`)."""
         return self._current().policy
 
     @property
     def enforcer(self) -> PolicyEnforcer:
+        """The enforcer of the active policy (raises before :meth:`initialize`)."""
         return self._current().enforcer
 
     @property
     def policy_hash(self) -> str | None:
+        """The active policy's content hash, as heartbeats compare it."""
         active = self._active
         return active.policy.hash if active is not None else None
 
@@ -111,6 +114,7 @@ class PolicyGateway:
         return self._current().enforcer.check({"type": "capability", "name": name})
 
     async def acheck_capability(self, name: str) -> Decision:
+        """Async twin of :meth:`check_capability`."""
         return await self._current().enforcer.acheck({"type": "capability", "name": name})
 
     # -- loading and refreshing -------------------------------------------------------
@@ -123,6 +127,7 @@ class PolicyGateway:
             return policy
 
     async def ainitialize(self) -> Policy:
+        """Async twin of :meth:`initialize`."""
         async with self._alock:
             policy = await self._async_client().fetch_active_policy(self.workspace_id)
             self._install(policy, await asyncio.to_thread(self._factory, policy))
@@ -140,6 +145,7 @@ class PolicyGateway:
             return True
 
     async def arefresh(self, expected_hash: str | None = None) -> bool:
+        """Async twin of :meth:`refresh`."""
         async with self._alock:
             try:
                 policy = await self._async_client().fetch_active_policy(self.workspace_id)
@@ -162,6 +168,7 @@ class PolicyGateway:
         return self.refresh(announced)
 
     async def aon_heartbeat_response(self, response: Mapping[str, Any]) -> bool:
+        """Async twin of :meth:`on_heartbeat_response`."""
         announced = self._announced(response)
         if announced is None or announced == self.policy_hash:
             return True

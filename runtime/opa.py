@@ -163,6 +163,7 @@ class OPAEngine(Engine):
 
     @property
     def bundles(self) -> dict[str, str]:
+        """``{bundle name: revision}`` OPA reported with its last answer (provenance)."""
         with self._lock:
             return dict(self._bundles)
 
@@ -172,6 +173,7 @@ class OPAEngine(Engine):
         return f"/v1/data/{'/'.join(segments)}?provenance=true"
 
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002 - OPA's name
+        """``POST /v1/data/<path>`` to OPA; the result, or EngineError (fail closed) on anything else."""
         target, body = self._prefix + self._data_target(path), _body(input)
         deadline = time.monotonic() + self.timeout
         for attempt in range(self.retries + 1):
@@ -212,7 +214,8 @@ class OPAEngine(Engine):
         if length is not None and length.isdigit() and int(length) > MAX_ANSWER_BYTES:
             self._drop_connection()
             raise EngineResponseError(f"{self.shown_url}: answer larger than {MAX_ANSWER_BYTES} bytes")
-        parts, size = [], 0
+        parts: list[bytes] = []
+        size = 0
         while True:
             chunk = response.read1(_READ_STEP)
             if not chunk:
@@ -229,6 +232,7 @@ class OPAEngine(Engine):
             parts.append(chunk)
 
     async def aevaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
+        """Async twin of :meth:`evaluate`."""
         url, body = self.url + self._data_target(path), _body(input)
 
         def fail(message: str) -> EngineResponseError:
@@ -333,6 +337,7 @@ class OPAEngine(Engine):
                 self._revision = ";".join(f"{name}={revision}" for name, revision in sorted(seen.items()))
 
     def close(self) -> None:
+        """Close the kept-alive connections of every thread."""
         with self._lock:
             self._closed = True
             clients = list(self._async_clients.values())
@@ -344,6 +349,7 @@ class OPAEngine(Engine):
         del clients
 
     async def aclose(self) -> None:
+        """Async twin of :meth:`close`: close the asyncio connection pool."""
         loop = asyncio.get_running_loop()
         with self._lock:
             client = self._async_clients.get(loop)

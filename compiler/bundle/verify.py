@@ -78,6 +78,7 @@ class VerifiedBundle:
 
     @property
     def revision(self) -> str:
+        """The verified manifest's revision."""
         return self.bundle.revision
 
 
