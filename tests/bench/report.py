@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["Report", "Row", "Target", "render_ratio"]
 
-_DURATIONS = frozenset({"us", "s"})
+_DURATIONS = frozenset({"us", "ms", "s"})
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ HEADINGS = {
     "lookups": "5a. lookup cost against list size (embedded, cache off)",
     "compile": "5b. compile scaling",
     "memory": "6. memory",
+    "startup": "7. CLI start-up (interpreter included; anchor: `opa version`)",
 }
 GROUPS = tuple(HEADINGS)
 
@@ -160,6 +161,27 @@ class Bench:
 
     def _median(self, measure: Callable[[], float]) -> float:
         return statistics.median(measure() for _ in range(self.settings.repeats))
+
+    # -- 7. start-up (rows timed in turn with their anchor) -------------------------------------------
+
+    def startup(self) -> None:
+        sekuire = str(Path(sys.executable).with_name("sekuire"))
+        runs = max(10, self.settings.repeats * 4)
+        commands = {
+            "opa-version": [self.opa, "version"],
+            "python": [sys.executable, "-c", "pass"],  # the interpreter's own floor
+            "help": [sekuire, "--help"],
+            "version": [sekuire, "--version"],
+        }
+        timings: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(runs):  # interleaved: load on the machine hits every command alike
+            for name, command in commands.items():
+                timings[name].append(run_timed(command) * 1e3)
+        anchor = self._add("startup", "startup/opa-version", "`opa version`", "ms", statistics.median(timings["opa-version"]))
+        labels = (("python", "`python -c pass` (no sekuire)"), ("help", "`sekuire --help`"), ("version", "`sekuire --version`"))
+        for name, label in labels:
+            row = self._add("startup", f"startup/{name}", label, "ms", statistics.median(timings[name]), n=runs)
+            row.compare(anchor)
 
     # -- 1. anchors ----------------------------------------------------------------------------------
 
