@@ -7,6 +7,9 @@
   bomb, a body dripped one byte at a time and a redirect carrying a policy:
   each is refused, within the deadline, without reading the rest and, in a
   separate process, with a bounded peak of memory.
+- A hostile "OPA" (the external engine's server): a huge answer, declared or
+  streamed, or a drip is a deny (``engine.unavailable``) within the deadline,
+  and the password in the engine's URL never reaches the message.
 - Quiet enforcement: ``SEKUIRE_POLICY_DEV_OVERRIDE`` with anything but ``true``
   leaves enforcement on; a value carrying a forged log line is escaped.
 """
@@ -71,6 +74,8 @@ class _Routes(http.server.BaseHTTPRequestHandler):
             route(self)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up: what the test wants
+
+    do_POST = do_GET  # noqa: N815 - OPA's data API is a POST
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
@@ -271,3 +276,58 @@ def test_a_forged_log_line_in_a_value_is_escaped(policy, caplog):
         enforcer.enforce_tool(forged)
     for text in (str(info.value), caplog.text):
         assert "\nINFO" not in text and "\x1b" not in text
+
+
+# -- a hostile "OPA": the external engine's reads are bounded too ------------------------------------------
+
+
+def _opa(serve, route: Callable) -> str:
+    return serve({"/v1/data/sekuire/workspaces/ws_abc123/decision": route})
+
+
+def _drain(handler: http.server.BaseHTTPRequestHandler) -> None:
+    handler.rfile.read(int(handler.headers.get("Content-Length", "0")))
+
+
+@pytest.mark.parametrize("attack", ["streamed", "declared", "drip"])
+def test_a_hostile_opa_is_a_deny_within_the_deadline(serve, policy, attack):
+    from sekuire.runtime import OPAEngine
+    from sekuire.runtime.decision import ENGINE_UNAVAILABLE
+
+    def route(handler: http.server.BaseHTTPRequestHandler) -> None:
+        _drain(handler)
+        if attack == "drip":
+            handler.send_response(200)
+            handler.send_header("Content-Length", "1000")
+            handler.end_headers()
+            for _ in range(1000):
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+                time.sleep(2.0)
+        elif attack == "declared":
+            _send(b"", headers={"Content-Length": str(300 << 20)})(handler)
+        else:
+            _streamed(300 << 20)(handler)
+
+    url = _opa(serve, route).replace("http://", "http://alice:hunter2@")
+    started = time.monotonic()
+    with OPAEngine(url, timeout=2.0, retries=0) as engine, PolicyEnforcer(policy, engine=engine, cache=False) as enforcer:
+        decision = enforcer.check({"type": "tool", "name": "web_search"})
+    assert [v.rule for v in decision.violations] == [ENGINE_UNAVAILABLE]
+    assert "hunter2" not in decision.violations[0].message and "alice" not in decision.violations[0].message
+    assert time.monotonic() - started < 30
+
+
+def test_warn_only_events_say_so(policy, monkeypatch):
+    events: list = []
+
+    class Sink:
+        def emit(self, event) -> None:
+            events.append(event)
+
+        def close(self) -> None:
+            pass
+
+    with PolicyEnforcer(policy, warn_only=True, decision_log=Sink()) as enforcer:
+        assert not enforcer.enforce_tool("shell").allow
+    assert events and all(event.get("warn_only") is True for event in events)
