@@ -149,13 +149,17 @@ class Agent:
         return register
 
     def call_tool(self, name: str, /, **arguments: Any) -> Any:
-        """Run tool ``name`` if the policy allows it (``enforce_tool`` first; PolicyViolationError otherwise)."""
-        self.enforcer.enforce_tool(name)
+        """Run tool ``name`` if the policy allows it, its keyword arguments as ``input.action.args`` (JSON only).
+
+        ``enforce_tool`` decides first: PolicyViolationError for a deny, InvalidActionError for arguments that
+        are not plain JSON (:mod:`.args`); the tool runs only after an allow.
+        """
+        self.enforcer.enforce_tool(name, arguments)
         return self._tool(name)(**arguments)
 
     async def acall_tool(self, name: str, /, **arguments: Any) -> Any:
         """Async twin; ``async def`` tools are awaited, plain ones called inline."""
-        await self.enforcer.aenforce_tool(name)
+        await self.enforcer.aenforce_tool(name, arguments)
         result = self._tool(name)(**arguments)
         return await result if inspect.isawaitable(result) else result
 

@@ -25,6 +25,7 @@ message at ``MAX_MESSAGE``) before a :class:`Violation` carries them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Hashable, Mapping
@@ -133,13 +134,16 @@ class PolicyEnforcer:
 
     # -- the actions of the contract ------------------------------------------------
 
-    def enforce_tool(self, name: str) -> Decision:
-        """Allow running the tool ``name``, or raise PolicyViolationError (rule and reason of the first violation)."""
-        return self._enforce({"type": "tool", "name": name})
+    def enforce_tool(self, name: str, args: Mapping[str, Any] | None = None) -> Decision:
+        """Allow running the tool ``name``, or raise PolicyViolationError (rule and reason of the first violation).
 
-    def enforce_capability(self, name: str) -> Decision:
+        ``args`` (a JSON object, :mod:`.args`) becomes ``input.action.args`` for extension rules to decide on.
+        """
+        return self._enforce({"type": "tool", "name": name, "args": args})
+
+    def enforce_capability(self, name: str, args: Mapping[str, Any] | None = None) -> Decision:
         """Allow the capability ``name`` (``github:create_issue``; the tool lists), or raise PolicyViolationError."""
-        return self._enforce({"type": "capability", "name": name})
+        return self._enforce({"type": "capability", "name": name, "args": args})
 
     def enforce_network(self, host: str, protocol: str = "https") -> Decision:
         """Allow a connection to ``host`` over ``protocol``, or raise PolicyViolationError."""
@@ -166,13 +170,13 @@ class PolicyEnforcer:
                 reservation.commit()
         return self._conclude(decision)
 
-    async def aenforce_tool(self, name: str) -> Decision:
+    async def aenforce_tool(self, name: str, args: Mapping[str, Any] | None = None) -> Decision:
         """Async twin of :meth:`enforce_tool`."""
-        return await self._aenforce({"type": "tool", "name": name})
+        return await self._aenforce({"type": "tool", "name": name, "args": args})
 
-    async def aenforce_capability(self, name: str) -> Decision:
+    async def aenforce_capability(self, name: str, args: Mapping[str, Any] | None = None) -> Decision:
         """Async twin of :meth:`enforce_capability`."""
-        return await self._aenforce({"type": "capability", "name": name})
+        return await self._aenforce({"type": "capability", "name": name, "args": args})
 
     async def aenforce_network(self, host: str, protocol: str = "https") -> Decision:
         """Async twin of :meth:`enforce_network`."""
@@ -288,7 +292,10 @@ class PolicyEnforcer:
             return _Query(input, revision, None), None
         # normalize_action gives a flat action in a fixed field order with str/int values (never bool),
         # so its items are a faithful key; path and agent keep a cache shared by enforcers apart.
-        query = _Query(input, revision, (self.path, self.agent_id, tuple(action.items())))
+        items = tuple(action.items())
+        if "args" in action:  # a JSON object: keyed by its canonical text (checked, so it serialises)
+            items = tuple((k, json.dumps(v, sort_keys=True, separators=(",", ":")) if k == "args" else v) for k, v in items)
+        query = _Query(input, revision, (self.path, self.agent_id, items))
         return query, self.cache.get(revision, query.key)
 
     def _decide(self, action: Mapping[str, Any], *, cacheable: bool = True) -> Decision:

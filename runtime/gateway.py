@@ -109,13 +109,14 @@ class PolicyGateway:
 
     # -- decisions --------------------------------------------------------------------
 
-    def check_capability(self, name: str) -> Decision:
-        """The decision for capability ``name`` (e.g. ``github:create_issue``); a deny is returned, not raised."""
-        return self._current().enforcer.check({"type": "capability", "name": name})
+    def check_capability(self, name: str, args: Mapping[str, Any] | None = None) -> Decision:
+        """The decision for capability ``name`` (e.g. ``github:create_issue``) with optional JSON ``args``; a deny is
+        returned, not raised."""
+        return self._current().enforcer.check({"type": "capability", "name": name, "args": args})
 
-    async def acheck_capability(self, name: str) -> Decision:
+    async def acheck_capability(self, name: str, args: Mapping[str, Any] | None = None) -> Decision:
         """Async twin of :meth:`check_capability`."""
-        return await self._current().enforcer.acheck({"type": "capability", "name": name})
+        return await self._current().enforcer.acheck({"type": "capability", "name": name, "args": args})
 
     # -- loading and refreshing -------------------------------------------------------
 

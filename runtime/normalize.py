@@ -28,6 +28,7 @@ from typing import Any
 
 from ..compiler.rego.lowering import FILE_OPERATIONS as _OPERATIONS
 from ..compiler.rego.lowering import MAX_SAFE_INTEGER
+from .args import check_args
 from .errors import InvalidActionError
 
 __all__ = [
@@ -195,8 +196,8 @@ _REQUIRED = object()
 
 # The fields of each action type with their defaults (DESIGN.md section 4); a None default is optional.
 _FIELDS: dict[str, dict[str, Any]] = {
-    "tool": {"name": _REQUIRED},
-    "capability": {"name": _REQUIRED},
+    "tool": {"name": _REQUIRED, "args": None},
+    "capability": {"name": _REQUIRED, "args": None},
     "api": {"name": _REQUIRED},
     "network": {"host": _REQUIRED, "protocol": "https"},
     "filesystem": {"path": _REQUIRED, "operation": "read"},
@@ -214,6 +215,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "provider": lambda value: check_name(value, "provider"),
     "kind": check_kind,
     "amount": check_amount,
+    "args": check_args,
 }
 
 #: The ``input.action.type`` values of the decision contract.
