@@ -32,7 +32,7 @@ test: setup opa rego-test pytest
 # Render the Rego library for a test workspace and run its _test.rego files with the real OPA.
 rego-test: setup opa
 	rm -rf build/rego-test
-	$(BIN)/sekuire policy rego --tests --out build/rego-test
+	$(BIN)/sekuire policy rego --tests --extension policies/examples/extensions --out build/rego-test
 	$(OPA) check --strict build/rego-test
 	$(OPA) test --v0-compatible=false build/rego-test
 
@@ -47,7 +47,7 @@ bench: setup opa
 
 lint: setup opa typecheck
 	rm -rf build/rego-lint
-	$(BIN)/sekuire policy rego --tests --out build/rego-lint
+	$(BIN)/sekuire policy rego --tests --extension policies/examples/extensions --out build/rego-lint
 	$(OPA) fmt --list --fail build/rego-lint
 	$(OPA) check --strict build/rego-lint
 	$(BIN)/ruff check --select F compiler runtime policies

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..bundle.keys import SIGNING_ALGORITHMS, load_verification_key
@@ -13,7 +14,9 @@ from ..bundle.tarball import build_bundle, load_bundle
 from ..errors import CompileError, PolicyFormatError, SekuireError
 from ..files import atomic_write
 from ..policy.canonical import strict_loads
-from ..rego.compile import compile_policy
+from ..policy.document import Policy
+from ..rego.compile import CompiledPolicy, compile_policy
+from ..rego.extensions import load_extensions, render_extensions
 from ..rego.library import TEST_WORKSPACE, write_library
 from .options import add_format_option, add_verify_options, policy_from
 
@@ -45,6 +48,7 @@ def register(policy: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     build = policy.add_parser("build", help="compile a verified policy.json into an OPA bundle")
     build.add_argument("--file", default="policy.json", metavar="FILE", help="the policy.json to compile (default: policy.json)")
     build.add_argument("--out", default="bundle.tar.gz", metavar="FILE", help="the bundle to write (default: bundle.tar.gz)")
+    _add_extension_option(build)
     add_signing_options(build)
     add_verify_options(build)
     build.set_defaults(handler=_build)
@@ -53,6 +57,7 @@ def register(policy: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rego.add_argument("--out", required=True, metavar="DIR", help="directory to write the .rego files into")
     rego.add_argument("--workspace", default=TEST_WORKSPACE, metavar="ID", help=f"default: {TEST_WORKSPACE}")
     rego.add_argument("--tests", action="store_true", help="also write the _test.rego files")
+    _add_extension_option(rego)
     rego.set_defaults(handler=_rego)
 
     evaluate = policy.add_parser("eval", help="evaluate one action (exit 0 allow, 3 deny)")
@@ -64,18 +69,37 @@ def register(policy: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     evaluate.add_argument("--verification-key", metavar="KEY", help="public key that verifies --bundle")
     evaluate.add_argument("--signing-alg", choices=SIGNING_ALGORITHMS, help="expected algorithm of the bundle signature")
     evaluate.add_argument("--allow-unsigned-bundle", action="store_true", help="evaluate a bundle without signatures")
+    _add_extension_option(evaluate)
     add_format_option(evaluate, default="json")
     add_verify_options(evaluate)
     evaluate.set_defaults(handler=_eval)
 
 
+def _add_extension_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--extension", action="append", default=[], metavar="DIR",
+        help="a directory of organisation rules (package ext.<name>, deny contains {rule, message}); repeatable",
+    )
+
+
+def _compiled(args: argparse.Namespace, policy: Policy) -> CompiledPolicy:
+    """The policy compiled with the ``--extension`` modules, which must compile beside the library."""
+    extensions = load_extensions(args.extension)
+    try:
+        compiled = compile_policy(policy, extensions)
+    except SekuireError as exc:
+        raise exc.with_source(args.file) from None
+    if extensions:
+        from .extension_check import check_extensions
+
+        check_extensions(compiled, extensions)
+    return compiled
+
+
 def _build(args: argparse.Namespace) -> int:
     policy = policy_from(args, args.file)
     signer = signer_from(args)
-    try:
-        compiled = compile_policy(policy)
-    except SekuireError as exc:
-        raise exc.with_source(args.file) from None
+    compiled = _compiled(args, policy)
     data = build_bundle(compiled, signer=signer)
     atomic_write(args.out, data)
     for warning in policy.warnings:
@@ -87,6 +111,10 @@ def _build(args: argparse.Namespace) -> int:
 
 def _rego(args: argparse.Namespace) -> int:
     written = write_library(args.out, args.workspace, tests=args.tests)
+    extensions = render_extensions(load_extensions(args.extension), args.workspace, tests=args.tests)
+    for path, source in extensions.items():
+        atomic_write(Path(args.out) / path, source.encode("utf-8"))
+    written += [Path(args.out) / path for path in extensions]
     print(f"Wrote {len(written)} Rego files for workspace {args.workspace} under {args.out}")
     return 0
 
@@ -110,9 +138,11 @@ def _eval(args: argparse.Namespace) -> int:
         action = normalize_action(_parse_action(args.action))
     except SekuireError as exc:
         raise exc.with_source("--action") from None
+    if args.bundle and args.extension:
+        raise CompileError("--extension applies to --file: a bundle carries the extensions it was built with")
     if args.file:
         policy = policy_from(args, args.file)
-        engine = EmbeddedEngine.from_policy(policy)
+        engine = EmbeddedEngine.from_compiled(_compiled(args, policy))
         workspace = policy.workspace_id
     else:
         metadata = (load_bundle(args.bundle).manifest or {}).get("metadata")

@@ -6,11 +6,13 @@ embedded engine loads directly; nothing here touches the disk.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..policy.document import Policy
 from ..version import __version__
+from .extensions import Extension, render_extensions
 from .library import render_modules, workspace_package, workspace_root
 from .lowering import lower_content
 
@@ -40,8 +42,11 @@ class CompiledPolicy:
     revision: str
 
 
-def compile_policy(policy: Policy) -> CompiledPolicy:
+def compile_policy(policy: Policy, extensions: Sequence[Extension] = ()) -> CompiledPolicy:
     """Lower ``policy.content`` into data and render the Rego library for its workspace.
+
+    ``extensions`` (:func:`~.extensions.load_extensions`) are the organisation's rules, rendered under the
+    workspace beside the library; the decision adds their violations.
 
     Raises :class:`~sekuire.compiler.errors.CompileError` (with a JSON pointer) for an
     unusable workspace id or pattern; the caller names the file with ``with_source``.
@@ -56,7 +61,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         workspace_id=workspace_id,
         root=root,
         package=package,
-        modules=render_modules(workspace_id),
+        modules={**render_modules(workspace_id), **render_extensions(tuple(extensions), workspace_id)},
         data={"sekuire": {"workspaces": {workspace_id: {"policy": lowered}}}},
         manifest={
             "revision": policy.revision,
