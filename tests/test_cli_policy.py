@@ -308,3 +308,41 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr == f"error: {bad}: malformed JSON: Expecting property name enclosed in double quotes at line 1 column 2\n"
     assert "Traceback" not in result.stderr
+
+
+# -- policy eval: every action type and the manifest entry point (issue 13.6) ---------------------------------
+
+
+EXAMPLE_KEYRING = Path(__file__).resolve().parent.parent / "policies" / "examples" / "keyring.json"
+
+
+def _eval(capsys, *extra: str) -> tuple[int, dict]:
+    code = main(["policy", "eval", "--file", str(VECTOR_POLICY), "--keyring", str(EXAMPLE_KEYRING), *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_eval_decides_rate_limits_with_the_usage_given(capsys):
+    action = '{"type": "rate_limit", "kind": "request", "amount": 1, "usage": {"minute": %d, "hour": %d}}'
+    code, decision = _eval(capsys, "--action", action % (59, 59))
+    assert code == 0 and decision["allow"] is True
+    code, decision = _eval(capsys, "--action", action % (60, 60))
+    assert code == 3 and [v["rule"] for v in decision["violations"]] == ["rate_limit.exceeded"]
+    code, decision = _eval(capsys, "--action", '{"type": "rate_limit", "kind": "token", "amount": 10}')
+    assert code == 0  # no usage given: nothing used yet
+
+
+@pytest.mark.parametrize("usage", ['{"minute": -1, "hour": 0}', '{"minute": 1}', '"lots"', '{"minute": true, "hour": 0}'])
+def test_eval_refuses_malformed_usage(capsys, usage):
+    code = main(["policy", "eval", "--file", str(VECTOR_POLICY), "--keyring", str(EXAMPLE_KEYRING), "--action",
+                 '{"type": "rate_limit", "kind": "request", "usage": %s}' % usage])
+    err = capsys.readouterr().err
+    assert code == 1 and "--action" in err and "usage" in err
+
+
+def test_eval_answers_the_manifest_entry_point(capsys, tmp_path):
+    (tmp_path / "tools.yml").write_text("- name: web_search\n- name: shell\n")
+    manifest = tmp_path / "sekuire.yml"
+    manifest.write_text("agent:\n  name: researcher\n  llm: {provider: openai, model: gpt-4o}\n  tools: tools.yml\n")
+    code, decision = _eval(capsys, "--manifest", str(manifest))
+    assert code == 3 and "warnings" in decision
+    assert {v["rule"] for v in decision["violations"]} == {"manifest.tool_not_allowed"}  # shell is not allowed

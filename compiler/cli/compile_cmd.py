@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..policy.document import Policy
 from ..rego.compile import CompiledPolicy, compile_policy
 from ..rego.extensions import load_extensions, render_extensions
 from ..rego.library import TEST_WORKSPACE, write_library
+from ..rego.lowering import MAX_SAFE_INTEGER
 from .options import add_format_option, add_verify_options, policy_from
 
 __all__ = ["add_signing_options", "register", "signer_from"]
@@ -64,7 +66,13 @@ def register(policy: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", metavar="FILE", help="a policy.json, compiled in memory")
     source.add_argument("--bundle", metavar="FILE", help="a bundle built by `policy build`")
-    evaluate.add_argument("--action", required=True, metavar="JSON", help='e.g. \'{"type": "tool", "name": "web_search"}\'')
+    question = evaluate.add_mutually_exclusive_group(required=True)
+    question.add_argument(
+        "--action", metavar="JSON",
+        help='any action type, e.g. \'{"type": "tool", "name": "web_search"}\'; a rate_limit action may carry '
+        '"usage": {"minute": N, "hour": N} (default 0 and 0)',
+    )
+    question.add_argument("--manifest", metavar="FILE", help="an agent manifest (sekuire.yml): the push gate's entry point")
     evaluate.add_argument("--agent", default="default", help="context.agent (default: default)")
     evaluate.add_argument("--verification-key", metavar="KEY", help="public key that verifies --bundle")
     evaluate.add_argument("--signing-alg", choices=SIGNING_ALGORITHMS, help="expected algorithm of the bundle signature")
@@ -129,15 +137,32 @@ def _parse_action(text: str) -> dict[str, Any]:
     return action
 
 
+def _action(action: dict[str, Any], normalize: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """The action as the enforcer would send it; a rate_limit action keeps the ``usage`` it names (else zero)."""
+    if action.get("type") != "rate_limit":
+        return normalize(action)
+    usage = action.pop("usage", {"minute": 0, "hour": 0})
+    if not (isinstance(usage, dict) and set(usage) == {"minute", "hour"} and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SAFE_INTEGER for v in usage.values()
+    )):
+        raise PolicyFormatError('usage must be {"minute": N, "hour": N} with counts from 0 to 2**53')
+    return {**normalize(action), "usage": usage}
+
+
 def _eval(args: argparse.Namespace) -> int:
     # The CLI is the top of the dependency graph: the runtime is imported only by the commands that use it.
     from ...runtime.engine import EmbeddedEngine, decision_path
     from ...runtime.normalize import normalize_action
 
-    try:
-        action = normalize_action(_parse_action(args.action))
-    except SekuireError as exc:
-        raise exc.with_source("--action") from None
+    if args.manifest is not None:
+        from ...runtime.manifest import load_manifest, manifest_input
+
+        document: dict[str, Any] = manifest_input(load_manifest(args.manifest))
+    else:
+        try:
+            document = {"action": _action(_parse_action(args.action), normalize_action)}
+        except SekuireError as exc:
+            raise exc.with_source("--action") from None
     if args.bundle and args.extension:
         raise CompileError("--extension applies to --file: a bundle carries the extensions it was built with")
     if args.file:
@@ -158,8 +183,13 @@ def _eval(args: argparse.Namespace) -> int:
             alg=args.signing_alg,
             allow_unsigned=args.allow_unsigned_bundle,
         )
+    path = decision_path(workspace)
+    if args.manifest is not None:
+        path = path.rsplit("/", 1)[0] + "/manifest"
+    else:
+        document["context"] = {"agent": args.agent, "workspace": workspace}
     with engine:
-        decision = engine.evaluate(decision_path(workspace), {"action": action, "context": {"agent": args.agent, "workspace": workspace}})
+        decision = engine.evaluate(path, document)
     allowed = decision.get("allow") is True
     if args.format == "json":
         print(json.dumps(decision, indent=2, ensure_ascii=False))
