@@ -22,7 +22,7 @@ from ..rego.library import TEST_WORKSPACE, write_library
 from ..rego.lowering import MAX_SAFE_INTEGER
 from .options import add_format_option, add_verify_options, policy_from
 
-__all__ = ["add_signing_options", "register", "signer_from"]
+__all__ = ["action_input", "add_extension_option", "add_signing_options", "compiled_from", "register", "signer_from"]
 
 EXIT_DENY = 3
 
@@ -50,7 +50,7 @@ def register(policy: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     build = policy.add_parser("build", help="compile a verified policy.json into an OPA bundle")
     build.add_argument("--file", default="policy.json", metavar="FILE", help="the policy.json to compile (default: policy.json)")
     build.add_argument("--out", default="bundle.tar.gz", metavar="FILE", help="the bundle to write (default: bundle.tar.gz)")
-    _add_extension_option(build)
+    add_extension_option(build)
     add_signing_options(build)
     add_verify_options(build)
     build.set_defaults(handler=_build)
@@ -59,7 +59,7 @@ def register(policy: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rego.add_argument("--out", required=True, metavar="DIR", help="directory to write the .rego files into")
     rego.add_argument("--workspace", default=TEST_WORKSPACE, metavar="ID", help=f"default: {TEST_WORKSPACE}")
     rego.add_argument("--tests", action="store_true", help="also write the _test.rego files")
-    _add_extension_option(rego)
+    add_extension_option(rego)
     rego.set_defaults(handler=_rego)
 
     evaluate = policy.add_parser("eval", help="evaluate one action (exit 0 allow, 3 deny)")
@@ -77,20 +77,21 @@ def register(policy: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     evaluate.add_argument("--verification-key", metavar="KEY", help="public key that verifies --bundle")
     evaluate.add_argument("--signing-alg", choices=SIGNING_ALGORITHMS, help="expected algorithm of the bundle signature")
     evaluate.add_argument("--allow-unsigned-bundle", action="store_true", help="evaluate a bundle without signatures")
-    _add_extension_option(evaluate)
+    add_extension_option(evaluate)
     add_format_option(evaluate, default="json")
     add_verify_options(evaluate)
     evaluate.set_defaults(handler=_eval)
 
 
-def _add_extension_option(parser: argparse.ArgumentParser) -> None:
+def add_extension_option(parser: argparse.ArgumentParser) -> None:
+    """``--extension DIR`` (repeatable): the organisation's Rego rules to build in (docs/authoring.md)."""
     parser.add_argument(
         "--extension", action="append", default=[], metavar="DIR",
         help="a directory of organisation rules (package ext.<name>, deny contains {rule, message}); repeatable",
     )
 
 
-def _compiled(args: argparse.Namespace, policy: Policy) -> CompiledPolicy:
+def compiled_from(args: argparse.Namespace, policy: Policy) -> CompiledPolicy:
     """The policy compiled with the ``--extension`` modules, which must compile beside the library."""
     extensions = load_extensions(args.extension)
     try:
@@ -107,7 +108,7 @@ def _compiled(args: argparse.Namespace, policy: Policy) -> CompiledPolicy:
 def _build(args: argparse.Namespace) -> int:
     policy = policy_from(args, args.file)
     signer = signer_from(args)
-    compiled = _compiled(args, policy)
+    compiled = compiled_from(args, policy)
     data = build_bundle(compiled, signer=signer)
     atomic_write(args.out, data)
     for warning in policy.warnings:
@@ -137,7 +138,7 @@ def _parse_action(text: str) -> dict[str, Any]:
     return action
 
 
-def _action(action: dict[str, Any], normalize: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+def action_input(action: dict[str, Any], normalize: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
     """The action as the enforcer would send it; a rate_limit action keeps the ``usage`` it names (else zero)."""
     if action.get("type") != "rate_limit":
         return normalize(action)
@@ -160,14 +161,14 @@ def _eval(args: argparse.Namespace) -> int:
         document: dict[str, Any] = manifest_input(load_manifest(args.manifest))
     else:
         try:
-            document = {"action": _action(_parse_action(args.action), normalize_action)}
+            document = {"action": action_input(_parse_action(args.action), normalize_action)}
         except SekuireError as exc:
             raise exc.with_source("--action") from None
     if args.bundle and args.extension:
         raise CompileError("--extension applies to --file: a bundle carries the extensions it was built with")
     if args.file:
         policy = policy_from(args, args.file)
-        engine = EmbeddedEngine.from_compiled(_compiled(args, policy))
+        engine = EmbeddedEngine.from_compiled(compiled_from(args, policy))
         workspace = policy.workspace_id
     else:
         metadata = (load_bundle(args.bundle).manifest or {}).get("metadata")

@@ -16,7 +16,7 @@ from ..policy.integrity import sign_document
 from ..policy.keyring import Keyring, fingerprint, resolve_keyring
 from ..policy.rotation import verify_rotation
 from ..textsafe import clean, quote_value
-from . import compile_cmd, policy_show
+from . import compile_cmd, policy_show, test_cmd
 from .keys_cmd import read_seed
 from .options import (
     add_backend_option,
@@ -71,6 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sign.set_defaults(handler=_sign)
 
     compile_cmd.register(policy)
+    test_cmd.register(policy)
 
 
 def _warn(policy: Policy) -> None:
