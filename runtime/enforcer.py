@@ -25,16 +25,18 @@ message at ``MAX_MESSAGE``) before a :class:`Violation` carries them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from ..compiler.policy.document import Policy
 from ..compiler.textsafe import clean
+from .batch import check_many
 from .cache import DecisionCache
 from .counters import DecisionCounters
 from .decision import ENGINE_UNAVAILABLE, Decision, PolicyViolationError, Violation
@@ -219,6 +221,17 @@ class PolicyEnforcer:
     async def acheck(self, action: Mapping[str, Any]) -> Decision:
         """Async twin of :meth:`check`."""
         return await self._adecide(self._dry_run(normalize_action(action)))
+
+    def check_many(self, actions: Sequence[Mapping[str, Any]]) -> list[Decision]:
+        """:meth:`check` for each of ``actions``, in order, never raising (bad actions are ``input.invalid``).
+
+        Tool and capability names are decided in one engine query where the bundle allows it (:mod:`.batch`).
+        """
+        return check_many(self, actions)
+
+    async def acheck_many(self, actions: Sequence[Mapping[str, Any]]) -> list[Decision]:
+        """Async twin of :meth:`check_many` (run in a worker thread: the batch query is synchronous)."""
+        return await asyncio.to_thread(check_many, self, actions)
 
     # -- the machinery ---------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,11 @@ class PolicyGateway:
         """The decision for capability ``name`` (e.g. ``github:create_issue``) with optional JSON ``args``; a deny is
         returned, not raised."""
         return self._current().enforcer.check({"type": "capability", "name": name, "args": args})
+
+    def allowed_tools(self, names: Sequence[str]) -> list[str]:
+        """The names in ``names`` the active policy allows as tools, in order (one batch query: ``check_many``)."""
+        decisions = self._current().enforcer.check_many([{"type": "tool", "name": name} for name in names])
+        return [name for name, decision in zip(names, decisions, strict=True) if decision.allow]
 
     async def acheck_capability(self, name: str, args: Mapping[str, Any] | None = None) -> Decision:
         """Async twin of :meth:`check_capability`."""

@@ -47,7 +47,7 @@ class ToolEnforcer(Protocol):
 
     warn_only: bool
 
-    async def acheck(self, action: Mapping[str, Any]) -> Decision: ...
+    async def acheck_many(self, actions: Sequence[Mapping[str, Any]]) -> list[Decision]: ...
 
     async def aenforce_tool(self, name: str) -> Decision: ...
 
@@ -59,19 +59,10 @@ class ToolGate:
         self.enforcer = enforcer
 
     async def decisions(self, names: Iterable[str]) -> dict[str, Decision]:
-        """The listing decision of each distinct name, without raising (a dry run, logged).
-
-        The one place a batch check replaces per-name checks once the enforcer has one.
-        """
-        decided: dict[str, Decision] = {}
-        for name in names:
-            if name in decided:
-                continue
-            try:
-                decided[name] = await self.enforcer.acheck({"type": "tool", "name": name})
-            except InvalidActionError as exc:
-                decided[name] = Decision(False, (Violation(INVALID_INPUT, str(exc)),))
-        return decided
+        """The listing decision of each distinct name, without raising (a dry run, logged): one batch check."""
+        distinct = list(dict.fromkeys(names))
+        decisions = await self.enforcer.acheck_many([{"type": "tool", "name": name} for name in distinct])
+        return dict(zip(distinct, decisions, strict=True))
 
     async def visible(self, tools: Sequence[T]) -> list[T]:
         """The tools the policy allows, in their order; ``tools`` are objects with a ``name`` or mappings with one."""

@@ -51,6 +51,7 @@ HEADINGS = {
     "compile": "5b. compile scaling",
     "memory": "6. memory",
     "startup": "7. CLI start-up (interpreter included; anchor: `opa version`)",
+    "batch": "8. batch checks: check_many over a tool listing against single decisions",
 }
 GROUPS = tuple(HEADINGS)
 
@@ -161,6 +162,19 @@ class Bench:
 
     def _median(self, measure: Callable[[], float]) -> float:
         return statistics.median(measure() for _ in range(self.settings.repeats))
+
+    # -- 8. batch checks (issue 13.5) ------------------------------------------------------------
+
+    def batch(self) -> None:
+        enforcer = self._enforcer(cache=False)
+        names = [f"tool_{index:06d}" for index in range(190)] + ["file_delete", "shell"] * 5  # 190 allowed, 10 denied
+        single = self._latency("batch", "batch/20-singles", "20 single tool decisions (cache off)",
+                               lambda: [enforcer.check({"type": "tool", "name": n}) for n in names[:20]],
+                               max(20, self.settings.cold_iterations // 50))
+        actions = [{"type": "tool", "name": name} for name in names]
+        many = self._latency("batch", "batch/check-many-200", "check_many of 200 tool names (cache off)",
+                             lambda: enforcer.check_many(actions), max(20, self.settings.cold_iterations // 50))
+        many.aim("costs less than 20 single decisions", many.compare(single) < 1)
 
     # -- 7. start-up (rows timed in turn with their anchor) -------------------------------------------
 
