@@ -8,7 +8,7 @@ OPA         := $(TOOLS)/opa
 export PATH := $(TOOLS):$(PATH)
 export SEKUIRE_OPA := $(OPA)
 
-.PHONY: setup opa test rego-test pytest demo bench lint typecheck fuzz clean
+.PHONY: setup opa test rego-test pytest demo bench lint typecheck properties-deep fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -61,6 +61,13 @@ typecheck: setup
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p sekuire.compiler -p sekuire.runtime -p sekuire.policies
 	printf '{"include": ["sekuire"], "pythonVersion": "3.11", "venvPath": "../..", "venv": "$(VENV)"}' > build/typecheck/pyrightconfig.json
 	cd build/typecheck && ../../$(BIN)/pyright
+
+# The property tests with thousands of examples each and a random seed, printed so a finding can be replayed
+# (SEED=N make properties-deep). Not in CI, which keeps the fast derandomized profile; run before a release.
+properties-deep: setup opa
+	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "properties-deep: --hypothesis-seed=$$seed"; \
+	SEKUIRE_HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider --hypothesis-seed=$$seed \
+		tests/test_properties.py tests/test_normalize_oracle.py
 
 # Coverage-guided with atheris where it installs; otherwise tests.fuzz falls back to hypothesis.
 fuzz: setup

@@ -4,6 +4,8 @@ Profiles, picked by ``SEKUIRE_HYPOTHESIS_PROFILE`` (default: ``ci`` when ``CI`` 
 
 - ``ci``: derandomized, so a CI run is reproducible and never flaky; a moderate number of examples;
 - ``dev``: random, with hypothesis' example database, so failures found locally are replayed first;
+- ``deep``: random (the seed is printed by ``make properties-deep``), thousands of examples per property,
+  no database; run before each release and by ``make mutate``;
 - ``fuzz``: no example limit; the fuzzer bounds each target by time instead.
 
 Tests apply :data:`PROPERTY_SETTINGS` as a decorator rather than loading a profile
@@ -22,6 +24,7 @@ _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, Hea
 
 settings.register_profile("ci", derandomize=True, database=None, max_examples=60, print_blob=True, **_COMMON)
 settings.register_profile("dev", max_examples=60, **_COMMON)
+settings.register_profile("deep", max_examples=3000, database=None, print_blob=True, **_COMMON)
 settings.register_profile("fuzz", max_examples=10**9, database=None, **_COMMON)
 
 

@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors"
 EXAMPLES = ROOT / "policies" / "examples"
 OPA_VECTORS = VECTORS / "opa-bundle"
-TARGET_NAMES = ("policy", "content", "bundle", "tar")
+TARGET_NAMES = ("policy", "content", "bundle", "tar", "decisions")
+#: The fields of input.action the contract defines (DESIGN.md section 4), of every type.
+CONTRACT_FIELDS = frozenset({"type", "name", "host", "protocol", "path", "operation", "provider", "kind", "amount"})
+#: The example policies the decisions target decides under (each with its own embedded engine).
+DECISION_POLICIES = ("coding-assistant", "research-agent", "locked-down")
 #: Where libFuzzer saves an input that made a target fail (build/ is git-ignored).
 FINDINGS = ROOT / "build" / "fuzz"
 
@@ -76,6 +80,97 @@ class Targets:
 
         self.bundle(gzip.compress(data, compresslevel=1, mtime=0))
 
+    def decisions(self, data: bytes) -> None:
+        """A raw action through the normaliser and the engines, against the independent reference.
+
+        The runtime must refuse exactly what the reference refuses; on what both accept, the embedded
+        engine (and the real OPA, when ``$SEKUIRE_OPA`` names one) must give the reference's decision;
+        the raw action sent directly to the engine must never be allowed when the reference denies or
+        refuses it. Any difference is a finding.
+        """
+        from sekuire.runtime.errors import InvalidActionError
+        from sekuire.runtime.normalize import normalize_action
+
+        from tests import reference
+
+        try:
+            action = json.loads(data)
+        except (ValueError, RecursionError):
+            return
+        if not isinstance(action, dict) or "args" in action:  # the reference has no args (extensions read them)
+            return
+        try:
+            runtime: dict[str, Any] | None = normalize_action(action)
+        except InvalidActionError:
+            runtime = None
+        oracle = reference.normalize_action(action)
+        if (runtime is None) != (oracle is None):
+            raise AssertionError(f"normaliser disagrees with the reference on {action!r}: {runtime!r} vs {oracle!r}")
+        for name, (content, engines, path) in self._deciders().items():
+            for label, engine in engines.items():
+                direct = engine.evaluate(path, {"action": action, "context": {"agent": "fuzz"}})
+                # The Rego ignores fields outside the contract (the runtime refuses them): judge the rest.
+                known = reference.normalize_action({k: v for k, v in action.items() if k in CONTRACT_FIELDS})
+                if direct.get("allow") is True and _within_limits(action) and (
+                    known is None or not self._allowed(content, known)
+                ):
+                    raise AssertionError(f"{label} allowed the raw {action!r} under {name}; the reference does not")
+                if runtime is None:
+                    continue
+                given = {**runtime, "usage": {"minute": 0, "hour": 0}} if runtime["type"] == "rate_limit" else runtime
+                ours = engine.evaluate(path, {"action": given, "context": {"agent": "fuzz"}})
+                theirs = reference.decide(content, {"action": given})
+                mine = (ours.get("allow"), sorted(v["rule"] for v in ours.get("violations", [])))
+                expected = (theirs["allow"], sorted(v["rule"] for v in theirs["violations"]))
+                if mine != expected:
+                    raise AssertionError(f"{label} under {name} on {given!r}: {mine} vs the reference's {expected}")
+        self.decided += 1
+
+    @staticmethod
+    def _allowed(content: dict[str, Any], action: dict[str, Any]) -> bool:
+        from tests import reference
+
+        given = {**action, "usage": {"minute": 0, "hour": 0}} if action["type"] == "rate_limit" else action
+        return bool(reference.decide(content, {"action": given})["allow"])
+
+    def _deciders(self) -> dict[str, tuple[dict[str, Any], dict[str, Any], str]]:
+        if not hasattr(self, "_built"):
+            from sekuire.compiler import load_policy
+            from sekuire.runtime import EmbeddedEngine, OPAEngine
+            from sekuire.runtime.engine import decision_path
+
+            self.decided = 0
+            self._built: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {}
+            opa = self._opa()
+            for name in DECISION_POLICIES:
+                policy = load_policy(EXAMPLES / f"{name}.json", self.keyring)
+                engines: dict[str, Any] = {"embedded": EmbeddedEngine.from_policy(policy)}
+                if opa is not None:
+                    engines["opa"] = OPAEngine(opa, decision_ttl=None)
+                self._built[name] = (policy.raw_content, engines, decision_path(policy.workspace_id))
+        return self._built
+
+    def _opa(self) -> str | None:
+        """A real OPA serving the example bundles on loopback for this process, when ``$SEKUIRE_OPA`` is set."""
+        import atexit
+        import os
+
+        opa = os.environ.get("SEKUIRE_OPA")
+        if not opa or not os.access(opa, os.X_OK):
+            return None
+        from tests.conftest import OPAServer
+        from tests.security_support import load_example, signed_bundle
+
+        directory = Path(tempfile.mkdtemp(prefix="sekuire-fuzz-opa-"))
+        args: list[str] = ["--skip-verify"]
+        for name in DECISION_POLICIES:
+            path = directory / f"{name}.tar.gz"
+            path.write_bytes(signed_bundle(load_example(name)))
+            args += ["--bundle", str(path)]
+        server = OPAServer(opa, args).start(health_query="?bundles")
+        atexit.register(server.stop)
+        return server.url
+
     def seeds(self, name: str) -> list[bytes]:
         documents = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(EXAMPLES.glob("*.json"))
                      if path.name != "keyring.json"]
@@ -84,6 +179,9 @@ class Targets:
             return [json.dumps(d).encode() for d in documents + [case["policy"] for case in invalid]]
         if name == "content":
             return [json.dumps(d["content"]).encode() for d in documents]
+        if name == "decisions":
+            corpus = json.loads((ROOT / "tests" / "data" / "bypass_corpus.json").read_text(encoding="utf-8"))
+            return [json.dumps(case["action"]).encode() for case in corpus if isinstance(case.get("action"), dict)]
         bundles = [(OPA_VECTORS / "bundle.tar.gz").read_bytes(), *self._signed_examples(documents)]
         if name == "tar":
             import gzip
@@ -102,6 +200,18 @@ class Targets:
         keyring = Keyring.load(EXAMPLES / "keyring.json")
         for document in documents:
             yield build_bundle(compile_policy(parse_policy(document, keyring)), signer=signer)
+
+
+def _within_limits(action: dict[str, Any]) -> bool:
+    """Inside the runtime's size limits (strings of 4,096 characters, paths of 256 segments): past them the runtime
+    refuses a value as a bad argument while a direct query is decided on its meaning (docs/security.md)."""
+    from sekuire.runtime.normalize import MAX_PATH_SEGMENTS, MAX_VALUE_LENGTH
+
+    strings = [value for value in action.values() if isinstance(value, str)]
+    path = action.get("path")
+    return all(len(value) <= MAX_VALUE_LENGTH for value in strings) and not (
+        isinstance(path, str) and path.count("/") > MAX_PATH_SEGMENTS
+    )
 
 
 def _one_line(exc: Exception) -> None:
@@ -146,7 +256,7 @@ def _atheris_worker(name: str, seconds: int, corpus: Path) -> None:
     atheris.Fuzz()
 
 
-def _run_atheris(names: list[str], seconds: int) -> bool:
+def _run_atheris(names: list[str], seconds: int, record: dict[str, Any]) -> bool:
     ok = True
     for name in names:
         with tempfile.TemporaryDirectory(prefix=f"sekuire-fuzz-{name}-") as work:
@@ -156,6 +266,7 @@ def _run_atheris(names: list[str], seconds: int) -> bool:
             command = [sys.executable, "-m", "tests.fuzz", "--worker", name, "--seconds", str(seconds),
                        "--corpus", str(corpus)]
             code = subprocess.run(command, cwd=ROOT, check=False).returncode
+            record[name] = {"finding": code != 0, "exit": code}
             if code != 0:
                 print(f"== {name}: FINDING (exit {code}); the input is saved in {FINDINGS}/{name}-*", flush=True)
                 ok = False
@@ -188,15 +299,21 @@ def _mutated(draw: Any, st: Any, seeds: list[bytes]) -> bytes:
     return bytes(data)
 
 
-def _run_hypothesis(names: list[str], seconds: int) -> bool:
+def _run_hypothesis(names: list[str], seconds: int, record: dict[str, Any]) -> bool:
     from tests.hypothesis_profiles import PROPERTY_SETTINGS  # noqa: F401 - registers the profiles
 
     targets = Targets()
-    results = [_hypothesis_target(name, getattr(targets, name), targets.seeds(name), seconds) for name in names]
-    return all(results)
+    ok = True
+    for name in names:
+        passed, runs = _hypothesis_target(name, getattr(targets, name), targets.seeds(name), seconds)
+        record[name] = {"finding": not passed, "inputs": runs}
+        if name == "decisions":
+            record[name]["decided"] = getattr(targets, "decided", 0)
+        ok = ok and passed
+    return ok
 
 
-def _hypothesis_target(name: str, target: Callable[[bytes], None], seeds: list[bytes], seconds: int) -> bool:
+def _hypothesis_target(name: str, target: Callable[[bytes], None], seeds: list[bytes], seconds: int) -> tuple[bool, int]:
     """Batches of random and mutated inputs, each batch with a new seed, until ``seconds`` have passed."""
     from hypothesis import given, seed, settings
     from hypothesis import strategies as st
@@ -221,7 +338,7 @@ def _hypothesis_target(name: str, target: Callable[[bytes], None], seeds: list[b
             print(f"== {name}: FINDING: {type(exc).__name__}: {exc}", flush=True)
             ok = False
     print(f"== {name}: {runs} inputs", flush=True)
-    return ok
+    return ok, runs
 
 
 # -- command line ----------------------------------------------------------------------------------------------
@@ -240,11 +357,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = args.target or list(TARGET_NAMES)
     engine = args.engine or ("atheris" if importlib.util.find_spec("atheris") else "hypothesis")
+    record: dict[str, Any] = {}
+    started = time.time()
     with contextlib.suppress(KeyboardInterrupt):
-        ok = _run_atheris(names, args.seconds) if engine == "atheris" else _run_hypothesis(names, args.seconds)
+        run = _run_atheris if engine == "atheris" else _run_hypothesis
+        ok = run(names, args.seconds, record)
+        _write_summary(engine, args.seconds, started, record)
         print("no findings" if ok else "FINDINGS: see above", flush=True)
         return 0 if ok else 1
     return 130
+
+
+def _write_summary(engine: str, seconds: int, started: float, record: dict[str, Any]) -> None:
+    """build/fuzz/run-<time>.json: what ran, for how long, how many inputs, and whether it found anything."""
+    FINDINGS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
+    summary = {"engine": engine, "seconds_per_target": seconds, "started": stamp,
+               "elapsed_s": round(time.time() - started, 1), "targets": record}
+    path = FINDINGS / f"run-{stamp}.json"
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"== summary: {path}", flush=True)
 
 
 if __name__ == "__main__":
