@@ -8,7 +8,7 @@ OPA         := $(TOOLS)/opa
 export PATH := $(TOOLS):$(PATH)
 export SEKUIRE_OPA := $(OPA)
 
-.PHONY: setup opa test rego-test pytest demo bench lint typecheck properties-deep fuzz clean
+.PHONY: setup opa test rego-test pytest demo bench lint typecheck properties-deep mutate fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -68,6 +68,12 @@ properties-deep: setup opa
 	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "properties-deep: --hypothesis-seed=$$seed"; \
 	SEKUIRE_HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider --hypothesis-seed=$$seed \
 		tests/test_properties.py tests/test_normalize_oracle.py
+
+# Mutation testing (not in CI): Rego mutants of policies/rego, each against opa test, then the corpus and the
+# differential test; a table, survivors with their diff, JSON under build/mutate/. A full run takes hours on
+# 2 cores: MUTATE_ARGS="--max 40 --seed 1" samples, "--only network" picks a template.
+mutate: setup opa
+	$(BIN)/python -m tests.mutate $(MUTATE_ARGS)
 
 # Coverage-guided with atheris where it installs; otherwise tests.fuzz falls back to hypothesis.
 fuzz: setup

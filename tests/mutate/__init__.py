@@ -1,0 +1,1 @@
+"""Mutation testing of the security core (``make mutate``): mutants of the Rego library, each run against the tests."""
