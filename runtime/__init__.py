@@ -11,7 +11,7 @@ from .beacon import Beacon
 from .cache import DecisionCache
 from .client import AsyncPolicyClient, PolicyClient, PolicyRollbackError
 from .counters import DecisionCounters, DecisionCounts
-from .decision import Decision, PolicyViolationError, Violation
+from .decision import AllowedBy, Decision, PolicyViolationError, Violation
 from .decision_log import DecisionLogger, FileSink, HTTPSink, LoggingSink
 from .enforcer import PolicyEnforcer
 from .engine import EmbeddedEngine, Engine
@@ -32,6 +32,7 @@ from .taskworker import Task, TaskResult, TaskWorker
 __all__ = [
     "A2ATaskDelegator",
     "Agent",
+    "AllowedBy",
     "AsyncPolicyClient",
     "Beacon",
     "Decision",

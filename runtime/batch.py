@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .decision import Decision, Violation
+from .engine import sibling_path
 from .errors import EngineError, InvalidActionError
 from .normalize import normalize_action
 
@@ -43,7 +44,7 @@ class _Enforcer(Protocol):
 
 def listing_path(decision_path: str) -> str:
     """The ``tool_listing`` entry point beside a workspace's ``decision``."""
-    return decision_path.rsplit("/", 1)[0] + "/tool_listing"
+    return sibling_path(decision_path, "tool_listing")
 
 
 def check_many(enforcer: _Enforcer, actions: Sequence[Mapping[str, Any]]) -> list[Decision]:

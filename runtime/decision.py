@@ -10,7 +10,7 @@ from typing import Any
 from ..compiler.textsafe import MAX_MESSAGE, MAX_QUOTED, clean, redact_text
 from .errors import EngineResponseError, SekuireRuntimeError
 
-__all__ = ["Decision", "ENGINE_UNAVAILABLE", "PolicyViolationError", "Violation"]
+__all__ = ["AllowedBy", "Decision", "ENGINE_UNAVAILABLE", "PolicyViolationError", "Violation"]
 
 #: The rule of the deny that stands in for a decision the engine could not give.
 ENGINE_UNAVAILABLE = "engine.unavailable"
@@ -27,10 +27,25 @@ def _safe_message(message: str) -> str:
 
 @dataclass(frozen=True)
 class Violation:
-    """One ``{rule, message}`` of a decision; both already escaped and cut for display."""
+    """One ``{rule, message}`` of a decision; both already escaped and cut for display.
+
+    ``entry`` is the policy entry behind it (a blocked pattern, a setting such as
+    ``permissions.network.require_tls``) when the decision was explained
+    (:meth:`PolicyEnforcer.explain`), else None.
+    """
 
     rule: str
     message: str
+    entry: str | None = None
+
+
+@dataclass(frozen=True)
+class AllowedBy:
+    """An allowed entry that matched an explained action: ``setting`` (``permissions.tools.allowed_tools``) and
+    ``entry`` (``file_*``)."""
+
+    setting: str
+    entry: str
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,8 @@ class Decision:
     # Compared but not hashed (dicts are not hashable): decisions can go in sets.
     policy: Mapping[str, Any] = field(default_factory=dict, hash=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
+    #: The allowed entries that matched, when the decision was explained (:meth:`PolicyEnforcer.explain`).
+    allowed_by: tuple[AllowedBy, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -59,20 +76,48 @@ class Decision:
         for item in items:
             if not (isinstance(item, dict) and isinstance(item.get("rule"), str) and isinstance(item.get("message"), str)):
                 raise EngineResponseError("a violation lacks a string 'rule' or 'message'")
-            violations.append(Violation(clean(item["rule"], MAX_QUOTED), _safe_message(item["message"])))
+            entry = item.get("entry")
+            violations.append(Violation(clean(item["rule"], MAX_QUOTED), _safe_message(item["message"]),
+                                        clean(entry, MAX_QUOTED) if isinstance(entry, str) else None))
         if allow == bool(violations):
             raise EngineResponseError(f"the decision says allow={allow} with {len(violations)} violation(s)")
         policy = raw.get("policy")
-        return cls(allow, tuple(violations), policy if isinstance(policy, dict) else {}, raw)
+        listed = raw.get("allowed_by")
+        allowed_by = () if listed is None else _allowed_by(listed)
+        return cls(allow, tuple(violations), policy if isinstance(policy, dict) else {}, raw, allowed_by)
 
     @classmethod
     def failure(cls, reason: str) -> Decision:
         """The deny that stands in for a decision the engine could not give."""
         return cls(False, (Violation(ENGINE_UNAVAILABLE, _safe_message(reason)),))
 
+    def explain(self) -> str:
+        """A readable account: allow or deny, each violation with the entry behind it, the allowed entries.
+
+        Entries are known when the decision comes from :meth:`PolicyEnforcer.explain` (or
+        ``sekuire policy eval --explain``); other decisions show their rules and messages only.
+        """
+        lines = ["allow" if self.allow else "deny"]
+        for violation in self.violations:
+            entry = f" (entry: {violation.entry})" if violation.entry is not None else ""
+            lines.append(f"  {violation.rule}: {violation.message}{entry}")
+        lines.extend(f"  matched {match.setting}: {match.entry}" for match in self.allowed_by)
+        return "\n".join(lines)
+
     def log_result(self) -> dict[str, Any]:
         """The engine's result for a decision log, with the violations as this decision shows them."""
         return {**self.raw, "violations": [{"rule": v.rule, "message": v.message} for v in self.violations]}
+
+
+def _allowed_by(listed: object) -> tuple[AllowedBy, ...]:
+    if not isinstance(listed, list):
+        raise EngineResponseError("the decision's 'allowed_by' is not an array")
+    matches = []
+    for item in listed:
+        if not (isinstance(item, dict) and isinstance(item.get("setting"), str) and isinstance(item.get("entry"), str)):
+            raise EngineResponseError("an 'allowed_by' item lacks a string 'setting' or 'entry'")
+        matches.append(AllowedBy(clean(item["setting"], MAX_QUOTED), clean(item["entry"], MAX_QUOTED)))
+    return tuple(matches)
 
 
 class PolicyViolationError(SekuireRuntimeError):

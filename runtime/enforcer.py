@@ -41,6 +41,7 @@ from .cache import DecisionCache
 from .counters import DecisionCounters
 from .decision import ENGINE_UNAVAILABLE, Decision, PolicyViolationError, Violation
 from .decision_log import DecisionLogger, DecisionSink, LoggingSink
+from .explain import aexplain, explain
 from .engine import EmbeddedEngine, Engine, decision_path
 from .errors import EngineError
 from .normalize import check_amount, check_kind, check_name, normalize_action
@@ -232,6 +233,18 @@ class PolicyEnforcer:
     async def acheck_many(self, actions: Sequence[Mapping[str, Any]]) -> list[Decision]:
         """Async twin of :meth:`check_many` (run in a worker thread: the batch query is synchronous)."""
         return await asyncio.to_thread(check_many, self, actions)
+
+    def explain(self, action: Mapping[str, Any]) -> Decision:
+        """:meth:`check` with the why (:mod:`.explain`): ``Violation.entry`` and ``Decision.allowed_by`` are set.
+
+        One query of the library's ``explain`` entry point, never cached or counted; ``str`` of
+        :meth:`Decision.explain` reads it out.
+        """
+        return explain(self, action)
+
+    async def aexplain(self, action: Mapping[str, Any]) -> Decision:
+        """Async twin of :meth:`explain`."""
+        return await aexplain(self, action)
 
     # -- the machinery ---------------------------------------------------------------
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..compiler.bundle.keys import PublicKey
     from ..compiler.bundle.tarball import Bundle
 
-__all__ = ["EmbeddedEngine", "Engine", "decision_path", "rule_ref"]
+__all__ = ["EmbeddedEngine", "Engine", "decision_path", "rule_ref", "sibling_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ _MAX_KEY_BYTES = 1 << 16
 def decision_path(workspace_id: str) -> str:
     """The decision entry point of a workspace as an OPA data path (``sekuire/workspaces/<ws>/decision``)."""
     return f"{workspace_root(workspace_id)}/decision"
+
+
+def sibling_path(path: str, entry_point: str) -> str:
+    """Another entry point of the workspace whose decision is at ``path`` (``.../decision`` -> ``.../explain``)."""
+    return f"{path.rsplit('/', 1)[0]}/{entry_point}"
 
 
 def rule_ref(path: str) -> str:

@@ -29,6 +29,7 @@ from sekuire.compiler.policy.model import parse_content
 from sekuire.compiler.rego.compile import CompiledPolicy, compile_policy
 from sekuire.compiler.rego.library import (
     MODULE_NAMES,
+    TEST_NAMES,
     TEST_WORKSPACE,
     render_modules,
     render_tests,
@@ -103,7 +104,7 @@ def test_render_is_deterministic_and_complete() -> None:
     assert modules == render_modules("ws-1")
     assert sorted(modules) == sorted(f"sekuire/workspaces/ws-1/{name}.rego" for name in MODULE_NAMES)
     tests = render_tests("ws-1")
-    assert sorted(tests) == sorted(f"sekuire/workspaces/ws-1/{name}_test.rego" for name in MODULE_NAMES)
+    assert sorted(tests) == sorted(f"sekuire/workspaces/ws-1/{name}_test.rego" for name in TEST_NAMES)
     for source in [*modules.values(), *tests.values()]:
         # No Jinja syntax left over ("{{ x }}", "{% ... %}"); Rego's own "{{" opens a set of objects.
         assert "{{ " not in source and "{%" not in source

@@ -33,7 +33,8 @@ EXAMPLES: dict[str, str] = {
     "policy build": "sekuire policy build --file policy.json --out bundle.tar.gz --signing-key bundle-key.pem",
     "policy rego": "sekuire policy rego --out build/rego --tests && opa test build/rego",
     "policy test": "sekuire policy test cases.yml --file policy.json --extension rules/ --engine both --format junit",
-    "policy eval": "sekuire policy eval --file policy.json --action '{\"type\": \"tool\", \"name\": \"web_search\"}'",
+    "policy eval": "sekuire policy eval --file policy.json --explain --format text "
+    "--action '{\"type\": \"tool\", \"name\": \"web_search\"}'",
     "bundle": "sekuire bundle verify bundle.tar.gz --verification-key bundle-key.pub.pem",
     "bundle verify": "sekuire bundle verify bundle.tar.gz --verification-key bundle-key.pub.pem",
     "bundle inspect": "sekuire bundle inspect bundle.tar.gz --format json",

@@ -74,6 +74,10 @@ def register(policy: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     question.add_argument("--manifest", metavar="FILE", help="an agent manifest (sekuire.yml): the push gate's entry point")
     evaluate.add_argument("--agent", default="default", help="context.agent (default: default)")
+    evaluate.add_argument(
+        "--explain", action="store_true",
+        help="ask the explain entry point: each violation's policy entry, the allowed entries that matched",
+    )
     evaluate.add_argument("--verification-key", metavar="KEY", help="public key that verifies --bundle")
     evaluate.add_argument("--signing-alg", choices=SIGNING_ALGORITHMS, help="expected algorithm of the bundle signature")
     evaluate.add_argument("--allow-unsigned-bundle", action="store_true", help="evaluate a bundle without signatures")
@@ -152,9 +156,12 @@ def action_input(action: dict[str, Any], normalize: Callable[[dict[str, Any]], d
 
 def _eval(args: argparse.Namespace) -> int:
     # The CLI is the top of the dependency graph: the runtime is imported only by the commands that use it.
-    from ...runtime.engine import EmbeddedEngine, decision_path
+    from ...runtime.decision import Decision
+    from ...runtime.engine import EmbeddedEngine, decision_path, sibling_path
     from ...runtime.normalize import normalize_action
 
+    if args.explain and args.manifest is not None:
+        raise CompileError("--explain applies to --action: the manifest entry point has no explanations")
     if args.manifest is not None:
         from ...runtime.manifest import load_manifest, manifest_input
 
@@ -186,16 +193,16 @@ def _eval(args: argparse.Namespace) -> int:
         )
     path = decision_path(workspace)
     if args.manifest is not None:
-        path = path.rsplit("/", 1)[0] + "/manifest"
+        path = sibling_path(path, "manifest")
     else:
         document["context"] = {"agent": args.agent, "workspace": workspace}
+        if args.explain:
+            path = sibling_path(path, "explain")
     with engine:
         decision = engine.evaluate(path, document)
     allowed = decision.get("allow") is True
     if args.format == "json":
         print(json.dumps(decision, indent=2, ensure_ascii=False))
     else:
-        print("allow" if allowed else "deny")
-        for violation in decision.get("violations") or []:
-            print(f"  {violation.get('rule')}: {violation.get('message')}")
+        print(Decision.from_result(decision).explain())
     return 0 if allowed else EXIT_DENY

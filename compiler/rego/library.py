@@ -19,6 +19,7 @@ from ..errors import CompileError
 
 __all__ = [
     "MODULE_NAMES",
+    "TEST_NAMES",
     "TEST_WORKSPACE",
     "WORKSPACES_ROOT",
     "check_workspace_id",
@@ -31,6 +32,9 @@ __all__ = [
 
 #: The library's modules, one per template ``<name>.rego.j2`` (and ``<name>_test.rego.j2``).
 MODULE_NAMES = ("apis", "filesystem", "lib", "manifest", "models", "network", "rate_limits", "tools", "workspace")
+
+#: The ``_test.rego.j2`` templates: one per module, and ``explain`` (the workspace's explain entry point).
+TEST_NAMES = (*MODULE_NAMES, "explain")
 
 #: Where every workspace lives in OPA's data tree.
 WORKSPACES_ROOT = "sekuire/workspaces"
@@ -87,24 +91,24 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _render(workspace_id: str, suffix: str) -> dict[str, str]:
+def _render(workspace_id: str, names: tuple[str, ...], suffix: str) -> dict[str, str]:
     package = workspace_package(workspace_id)
     root = workspace_root(workspace_id)
     env = _environment()
     return {
         f"{root}/{name}{suffix}.rego": env.get_template(f"{name}{suffix}.rego.j2").render(package=package)
-        for name in MODULE_NAMES
+        for name in names
     }
 
 
 def render_modules(workspace_id: str) -> dict[str, str]:
     """Bundle-relative path (``sekuire/workspaces/<ws>/network.rego``) -> Rego source, for every module."""
-    return _render(workspace_id, "")
+    return _render(workspace_id, MODULE_NAMES, "")
 
 
 def render_tests(workspace_id: str) -> dict[str, str]:
     """The ``_test.rego`` files beside the modules (``sekuire/workspaces/<ws>/network_test.rego``)."""
-    return _render(workspace_id, "_test")
+    return _render(workspace_id, TEST_NAMES, "_test")
 
 
 def write_library(out: str | Path, workspace_id: str = TEST_WORKSPACE, *, tests: bool = True) -> list[Path]:
