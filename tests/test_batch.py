@@ -45,23 +45,25 @@ class Counting(EmbeddedEngine):
         return super().evaluate(path, input)
 
 
-def _decisions(enforcer: PolicyEnforcer, actions: list[dict[str, Any]]) -> list[tuple[bool, list[str]]]:
-    return [(d.allow, [v.rule for v in d.violations]) for d in enforcer.check_many(actions)]
+def _decisions(enforcer: PolicyEnforcer, actions: list[dict[str, Any]]) -> list[tuple[bool, list[tuple[str, str]]]]:
+    return [(d.allow, [(v.rule, v.message) for v in d.violations]) for d in enforcer.check_many(actions)]
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.one_of(st.sampled_from(NAMES), st.text(max_size=12)), max_size=30))
-def test_check_many_gives_what_check_gives(quiet, names):
-    actions = [{"type": "tool", "name": n} for n in names] + [{"type": "network", "host": "api.openai.com"}]
+@given(st.lists(st.one_of(st.sampled_from(NAMES), st.text(max_size=12)), max_size=30),
+       st.sampled_from(["tool", "capability"]))
+def test_check_many_gives_what_check_gives(quiet, names, kind):
+    """The same allow, rules and messages as one check each (a bad action: input.invalid, not an exception)."""
+    actions = [{"type": kind, "name": n} for n in names] + [{"type": "network", "host": "api.openai.com"}]
     with PolicyEnforcer(quiet, cache=False) as batch, PolicyEnforcer(quiet, cache=False) as single:
-        expected = []
-        for action in actions:
+        got = _decisions(batch, actions)
+        for action, (allow, violations) in zip(actions, got, strict=True):
             try:
                 decision = single.check(action)
-                expected.append((decision.allow, [v.rule for v in decision.violations]))
             except Exception:  # noqa: BLE001 - a bad action: check_many reports input.invalid instead of raising
-                expected.append((False, ["input.invalid"]))
-        assert _decisions(batch, actions) == expected
+                assert not allow and [rule for rule, _ in violations] == ["input.invalid"]
+                continue
+            assert (allow, violations) == (decision.allow, [(v.rule, v.message) for v in decision.violations])
 
 
 def test_allowed_names_are_decided_in_one_query(quiet):
@@ -71,10 +73,10 @@ def test_allowed_names_are_decided_in_one_query(quiet):
         decisions = enforcer.check_many([{"type": "tool", "name": n} for n in names])
         enforcer.engine.close()
     assert [d.allow for d in decisions] == [True, True, True, False, True]
-    listing = listing_path(enforcer.path)
-    # one batch query, and one single decision for the denied name (to give its violations)
-    assert Counting.paths == [listing, enforcer.path]
-    assert enforcer.counters.snapshot().allowed == 4
+    # one batch query: the denied name's violations come with it
+    assert Counting.paths == [listing_path(enforcer.path)]
+    assert [(v.rule, v.message) for v in decisions[3].violations] == [("tool.not_allowed", "tool 'shell' is not in the allowed tools")]
+    assert enforcer.counters.snapshot().as_dict() == {"allowed": 4, "denied": 1}
 
 
 def test_with_extensions_the_batch_is_not_trusted(quiet):
@@ -111,3 +113,26 @@ def test_gateway_allowed_tools_keeps_order(url, vector_keyring):
         expected = [n for n in names if gateway.enforcer.check({"type": "tool", "name": n}).allow]
         assert gateway.allowed_tools(names) == expected and "web_search" in expected and "shell" not in expected
         gateway.close()
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda answer: {**answer, "allowed": [*answer["allowed"], "shell"]},  # shell allowed and denied at once
+    lambda answer: {**answer, "denied": []},  # a name neither allowed nor denied
+    lambda answer: {**answer, "allowed": [*answer["allowed"], "not_asked"]},  # a name nobody asked about
+    lambda answer: {**answer, "denied": [["shell", "tool.not_allowed"]]},  # not [name, rule, message]
+    lambda answer: {**answer, "exact": "yes"},
+])
+def test_an_off_contract_listing_is_not_trusted(quiet, tamper):
+    """Whatever the listing query answers, a name gets the decision its own query gives: never a wrong allow."""
+
+    class Tampering(EmbeddedEngine):
+        def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
+            answer = super().evaluate(path, input)
+            return tamper(answer) if path.endswith("/tool_listing") else answer
+
+    names = ["web_search", "shell", "file_read"]
+    with PolicyEnforcer(quiet, engine=Tampering.from_policy(quiet), cache=False) as enforcer:
+        decisions = enforcer.check_many([{"type": "tool", "name": n} for n in names])
+        enforcer.engine.close()
+    assert [d.allow for d in decisions] == [True, False, True]
+    assert [v.rule for v in decisions[1].violations] == ["tool.not_allowed"]
