@@ -37,9 +37,13 @@ ACTION_RULES = {
     "api.blocked", "api.not_allowed", "model.missing", "model.provider_not_allowed", "model.denied",
     "model.not_allowed", "rate_limit.exceeded",
 }
+#: Every rule id of the manifest check, its warning included.
+MANIFEST_RULES = {"manifest.model_not_allowed", "manifest.provider_not_allowed", "manifest.model_denied",
+                  "manifest.tool_denied", "manifest.tool_not_allowed", "manifest.compliance"}
 #: Rules decided by an entry of a list: the entry must be one the policy lists.
 MATCHED = {"tool.blocked": "blocked_tools", "api.blocked": "blocked_apis", "model.denied": "denied_models",
-           "network.blocked": "blocked_domains", "fs.blocked": "blocked_paths"}
+           "network.blocked": "blocked_domains", "fs.blocked": "blocked_paths", "manifest.tool_denied": "blocked_tools",
+           "manifest.model_denied": "denied_models"}
 
 
 def _lists(content: dict[str, Any]) -> dict[str, set[str]]:
@@ -84,9 +88,10 @@ def _domain(entry: str) -> str:
 def _check_explained(content: dict[str, Any], explained: dict[str, Any], decided: dict[str, Any]) -> set[str]:
     """The explanation agrees with the decision and the content; returns the rule ids it explained."""
     assert explained["allow"] == decided["allow"] and explained["policy"] == decided["policy"]
-    assert [{"rule": v["rule"], "message": v["message"]} for v in explained["violations"]] == decided["violations"]
+    for kind in ("violations", "warnings") if "warnings" in decided else ("violations",):
+        assert [{"rule": v["rule"], "message": v["message"]} for v in explained[kind]] == decided[kind]
     lists = _lists(content)
-    for violation in explained["violations"]:
+    for violation in explained["violations"] + explained.get("warnings", []):
         entry = violation["entry"]
         assert isinstance(entry, str) and entry, violation
         if violation["rule"] in MATCHED:
@@ -95,7 +100,7 @@ def _check_explained(content: dict[str, Any], explained: dict[str, Any], decided
         assert match["entry"] in lists[match["setting"]] or (
             match["setting"].endswith("allowed_domains") and _domain(match["entry"]) in lists[match["setting"]]
         ), match
-    return {v["rule"] for v in explained["violations"]}
+    return {v["rule"] for v in explained["violations"] + explained.get("warnings", [])}
 
 
 @pytest.fixture(scope="module")
@@ -114,24 +119,28 @@ def policies(envelope_vectors) -> list[tuple[Any, dict[str, Any]]]:
 
 
 def test_explanations_agree_with_decisions_content_and_both_engines(opa_bin, tmp_path, policies):
-    """A third of the differential corpus (a fixed sample) under every example and generated policy: OPA == regorus, and both
-    explain the decision they give with entries the policy lists."""
-    actions, _ = differential.corpus()
+    """A third of the differential corpus (a fixed sample) of actions and manifests under every example and
+    generated policy: OPA == regorus (interpreter and VM), and both explain the decision they give with entries
+    the policy lists."""
+    actions, manifests = differential.corpus()
     actions = random.Random(13).sample(actions, len(actions) // 3)
+    manifests = random.Random(13).sample(manifests, len(manifests) // 3)
     cases = [case for policy, content in policies for action in actions for case in (
         (policy, content, "decision", {"action": action, "context": {"agent": "explain"}}),
         (policy, content, "explain", {"action": action, "context": {"agent": "explain"}}),
+    )] + [case for policy, content in policies for manifest in manifests for case in (
+        (policy, content, "manifest", manifest), (policy, content, "explain_manifest", manifest),
     )]
     opa = differential._opa_results(opa_bin, tmp_path, policies, cases)
-    _, regorus, _ = differential._regorus_results(policies, cases)
-    assert regorus == opa
+    interpreted, compiled_vm, compiled_vm_json = differential._regorus_results(policies, cases)
+    assert interpreted == compiled_vm == compiled_vm_json == opa
     explained_rules: set[str] = set()
     allows = 0
     for index in range(0, len(cases), 2):
         content = cases[index][1]
         explained_rules |= _check_explained(content, opa[index + 1], opa[index])
         allows += opa[index]["allow"] and bool(opa[index + 1]["allowed_by"])
-    assert ACTION_RULES - explained_rules == set()
+    assert (ACTION_RULES | MANIFEST_RULES) - explained_rules == set()
     assert allows > 100
 
 
@@ -200,6 +209,7 @@ def test_cli_eval_explain(capsys, tmp_path):
     document = json.loads(capsys.readouterr().out)
     assert code == 0 and document["allowed_by"] == [{"setting": "permissions.tools.allowed_tools", "entry": "web_search"}]
     manifest = tmp_path / "sekuire.yml"
-    manifest.write_text("agent:\n  llm:\n    model: gpt-4o\n", encoding="utf-8")
-    assert main([*base, "--manifest", str(manifest)]) != 0
-    assert "--explain applies to --action" in capsys.readouterr().err
+    manifest.write_text("agent:\n  name: a\n  llm:\n    provider: openai\n    model: gpt-4o\n", encoding="utf-8")
+    assert main([*base, "--manifest", str(manifest)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert {"setting": "agent.models.allowed_models", "entry": "gpt-4o"} in document["allowed_by"]

@@ -160,8 +160,6 @@ def _eval(args: argparse.Namespace) -> int:
     from ...runtime.engine import EmbeddedEngine, decision_path, sibling_path
     from ...runtime.normalize import normalize_action
 
-    if args.explain and args.manifest is not None:
-        raise CompileError("--explain applies to --action: the manifest entry point has no explanations")
     if args.manifest is not None:
         from ...runtime.manifest import load_manifest, manifest_input
 
@@ -193,7 +191,7 @@ def _eval(args: argparse.Namespace) -> int:
         )
     path = decision_path(workspace)
     if args.manifest is not None:
-        path = sibling_path(path, "manifest")
+        path = sibling_path(path, "explain_manifest" if args.explain else "manifest")
     else:
         document["context"] = {"agent": args.agent, "workspace": workspace}
         if args.explain:
