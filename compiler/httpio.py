@@ -24,6 +24,7 @@ error tree; messages name no credentials (the caller passes a redacted URL).
 
 from __future__ import annotations
 
+import base64
 import math
 import socket
 import threading
@@ -49,6 +50,7 @@ __all__ = [
     "read_body",
     "request_bounded",
     "shutdown_socket",
+    "userinfo_as_header",
 ]
 
 #: The Accept-Encoding these readers send (and can decode).
@@ -143,6 +145,23 @@ def _timeout(base: httpx.Timeout, remaining: float) -> httpx.Timeout:
 
 def _headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
+
+
+def userinfo_as_header(url: str, headers: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """``https://user:pass@host/...`` -> the URL without its userinfo, and an ``Authorization: Basic`` header.
+
+    httpx sends URL userinfo as Basic credentials too, but its INFO log line ("HTTP Request: GET <url>") prints
+    the URL whole, password included. Requests made here therefore carry the credentials in a header, where no
+    log line shows them. An ``Authorization`` header the caller gives wins; the userinfo is dropped either way.
+    """
+    parsed = httpx.URL(url)
+    out = dict(headers or {})
+    if not parsed.userinfo:
+        return url, out
+    if not any(name.lower() == "authorization" for name in out):
+        token = base64.b64encode(f"{parsed.username}:{parsed.password}".encode()).decode("ascii")
+        out["Authorization"] = f"Basic {token}"
+    return str(parsed.copy_with(userinfo=b"")), out
 
 
 # -- the synchronous path: a watchdog thread shuts a call's socket down at its deadline -------------
@@ -263,6 +282,7 @@ def request_bounded(
             if sock is not None:
                 sockets.append(sock)
 
+    url, headers = userinfo_as_header(url, headers)
     WATCHDOG.watch(key, deadline, on_deadline)
     try:
         with client.stream(
@@ -299,6 +319,7 @@ async def arequest_bounded(
     """The asyncio twin of :func:`request_bounded`."""
     import asyncio
 
+    url, headers = userinfo_as_header(url, headers)
     try:
         async with asyncio.timeout(timeout):
             async with client.stream(

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from ..compiler.errors import BackendError, PolicyFormatError
+from ..compiler.httpio import userinfo_as_header
 from ..compiler.policy.canonical import strict_loads
 
 __all__ = [
@@ -82,8 +83,9 @@ def request_json(
     size = 0
     try:
         # Each socket operation also times out at the deadline: the whole call ends within about twice it.
-        with client.stream(method, url, json=body, timeout=httpx.Timeout(deadline), follow_redirects=False,
-                           headers={"Accept": "application/json"}) as response:
+        target, headers = userinfo_as_header(url, {"Accept": "application/json"})
+        with client.stream(method, target, json=body, timeout=httpx.Timeout(deadline), follow_redirects=False,
+                           headers=headers) as response:
             _check_status(url, response.status_code)
             for chunk in response.iter_bytes():
                 size += len(chunk)
@@ -111,8 +113,9 @@ async def arequest_json(
     size = 0
     try:
         async with asyncio.timeout(deadline):
-            async with client.stream(method, url, json=body, timeout=httpx.Timeout(deadline), follow_redirects=False,
-                                     headers={"Accept": "application/json"}) as response:
+            target, headers = userinfo_as_header(url, {"Accept": "application/json"})
+            async with client.stream(method, target, json=body, timeout=httpx.Timeout(deadline), follow_redirects=False,
+                                     headers=headers) as response:
                 _check_status(url, response.status_code)
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)

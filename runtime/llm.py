@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from ..compiler.httpio import userinfo_as_header
 from .errors import SekuireRuntimeError
 
 __all__ = [
@@ -193,11 +194,12 @@ class OpenAIChatClient:
     ) -> None:
         #: Where requests go; an agent checks its host and scheme against the policy before each call.
         self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/chat/completions"
-        self._shown = redact_url(self.url)
+        self._shown = redact_url(self.base_url + "/chat/completions")
         self._headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        # Credentials in the URL travel as a header: httpx's request log line would print them.
+        self.url, self._headers = userinfo_as_header(self.base_url + "/chat/completions", self._headers)
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self.deadline = deadline
         self.max_response_bytes = max_response_bytes

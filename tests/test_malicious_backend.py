@@ -40,7 +40,8 @@ from .backend_server import signed_policy
 from .conftest import ROOT, static_http_server
 
 WS = "ws_abc123"
-ATTACKER_SEED = bytes(range(32))
+# Not the vector key's seed (that is bytes(range(32))): the attacker holds no trusted key.
+ATTACKER_SEED = bytes(range(100, 132))
 ATTACKER_KEY_ID = "key_attacker"
 
 
@@ -331,3 +332,78 @@ def test_warn_only_events_say_so(policy, monkeypatch):
     with PolicyEnforcer(policy, warn_only=True, decision_log=Sink()) as enforcer:
         assert not enforcer.enforce_tool("shell").allow
     assert events and all(event.get("warn_only") is True for event in events)
+
+
+# -- credentials in a URL, header drips, forged rotations through pull -------------------------------------
+
+
+def _recording(body: bytes, seen: list[str]) -> Callable:
+    def route(handler: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append(handler.headers.get("Authorization", ""))
+        _send(body)(handler)
+    return route
+
+
+def test_credentials_in_a_url_never_reach_a_log_line(serve, vector_keyring, envelope_vectors, caplog):
+    """httpx logs every request's URL whole at INFO: userinfo travels as a Basic header instead, so the password
+    is sent (the server sees it) but no log line of any logger shows it."""
+    import base64
+
+    from sekuire.runtime import OpenAIChatClient
+
+    seen: list[str] = []
+    answer = {"choices": [{"message": {"role": "assistant", "content": "hi"}}], "usage": {"total_tokens": 1}}
+    url = serve({POLICY: _recording(json.dumps(envelope_vectors["valid"]).encode(), seen),
+                 "/v1/chat/completions": _recording(json.dumps(answer).encode(), seen)})
+    secret_url = url.replace("http://", "http://alice:hunter2@")
+    with caplog.at_level("DEBUG"):
+        with PolicyClient(secret_url, keyring=vector_keyring) as client:
+            assert client.fetch_active_policy(WS).workspace_id == WS
+        chat = OpenAIChatClient(secret_url + "/v1")
+        assert chat.complete("gpt-4o", [{"role": "user", "content": "x"}])["choices"]
+        chat.close()
+    expected = "Basic " + base64.b64encode(b"alice:hunter2").decode()
+    assert seen == [expected, expected]
+    assert any("HTTP Request" in record.getMessage() for record in caplog.records)  # httpx did log the requests
+    assert "hunter2" not in caplog.text
+
+
+def test_a_header_drip_fails_within_the_deadline(serve, vector_keyring, policy):
+    """A server that sends its status line and headers a byte every second: the deadline covers the head too."""
+    from sekuire.runtime import OPAEngine
+    from sekuire.runtime.decision import ENGINE_UNAVAILABLE
+
+    def drip_head(handler: http.server.BaseHTTPRequestHandler) -> None:
+        _drain(handler) if handler.command == "POST" else None
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"a" * 200:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            time.sleep(1.0)
+
+    url = serve({POLICY: drip_head, "/v1/data/sekuire/workspaces/ws_abc123/decision": drip_head})
+    started = time.monotonic()
+    with PolicyClient(url, keyring=vector_keyring, deadline=3.0) as client, pytest.raises(BackendError):
+        client.fetch_active_policy(WS)
+    with OPAEngine(url, timeout=2.0, retries=0) as engine, PolicyEnforcer(policy, engine=engine, cache=False) as enforcer:
+        decision = enforcer.check({"type": "tool", "name": "web_search"})
+    assert [v.rule for v in decision.violations] == [ENGINE_UNAVAILABLE]
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("endorser", ["trusted-id", "self"])
+def test_pull_refuses_a_rotation_the_trusted_key_never_signed(serve, hostile, vector_keyring, envelope_vectors,
+                                                              tmp_path, capsys, endorser):
+    """The backend serves the attacker's policy and its key with a rotation statement signed by the attacker: under
+    the trusted key's id (a forgery) or its own. pull refuses it and the keyring file is unchanged."""
+    from sekuire.compiler.policy.rotation import sign_rotation
+
+    endorsed_by = envelope_vectors["key"]["key_id"] if endorser == "trusted-id" else ATTACKER_KEY_ID
+    key = {**json.loads(hostile["key"]), "rotation": sign_rotation(
+        ATTACKER_SEED, endorsed_by, ATTACKER_KEY_ID, bytes.fromhex(_attacker_key_hex()))}
+    url = serve({POLICY: _send(hostile["policy"]), KEY: _send(json.dumps(key).encode())})
+    before = vector_keyring.path.read_bytes()
+    code = main(["policy", "pull", "--workspace", WS, "--backend", url, "--keyring", str(vector_keyring.path),
+                 "--out", str(tmp_path / "policy.json")])
+    assert code != 0 and not (tmp_path / "policy.json").exists()
+    assert vector_keyring.path.read_bytes() == before
+    assert ATTACKER_KEY_ID in capsys.readouterr().err
