@@ -6,7 +6,7 @@ line, swap ``allowed`` and ``blocked``, change a comparison, swap ``true`` and
 ``false``. The mutated template is written in place (the editable install reads
 it), and the mutant is killed when ``opa test`` on the rendered library fails,
 or, if that passes, when the bypass corpus or the differential test fails (a
-fast ``pytest -x``). The original is always restored. A table goes to stdout
+fast ``pytest -x``, with the batch and explanation tests last). The original is always restored. A table goes to stdout
 and JSON to ``build/mutate/rego.json``; survivors are listed with their diff.
 Python mutants of the security core are not generated here yet (issue 15.1).
 """
@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "policies" / "rego"
 OUT = ROOT / "build" / "mutate"
-SECOND_LINE = ["tests/test_bypass_corpus.py", "tests/test_differential.py", "tests/test_rego_library.py"]
+SECOND_LINE = ["tests/test_bypass_corpus.py", "tests/test_differential.py", "tests/test_rego_library.py",
+               "tests/test_batch.py", "tests/test_explain.py"]
 _COMPARISONS = [(" <= ", " < "), (" < ", " <= "), (" >= ", " > "), (" > ", " >= "), (" == ", " != "), (" != ", " == ")]
 _SKIP = re.compile(r"^\s*(#|package\b|import\b|$|\}|default\b)")
 
@@ -105,9 +106,16 @@ def run(selected: list[Mutant], timeout: float) -> list[dict[str, object]]:
         finally:
             path.write_text(original, encoding="utf-8")
         results.append({**asdict(mutant), "killed_by": killer, "seconds": round(time.monotonic() - started, 1)})
+        _write(results, len(selected))  # as it goes: a long run stopped early still leaves its results
         print(f"[{number}/{len(selected)}] {mutant.module}:{mutant.line} {mutant.kind}: "
               f"{killer or 'SURVIVED'}", flush=True)
     return results
+
+
+def _write(results: list[dict[str, object]], generated: int) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "rego.json").write_text(json.dumps({"generated": generated, "tested": results}, indent=2) + "\n",
+                                   encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
              if not args.only or m.module in args.only]
     selected = random.Random(args.seed).sample(every, args.max) if 0 < args.max < len(every) else every
     results = run(selected, args.timeout)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "rego.json").write_text(json.dumps({"generated": len(every), "tested": results}, indent=2) + "\n",
-                                   encoding="utf-8")
+    _write(results, len(every))
     totals, killed = Counter(r["module"] for r in results), Counter(r["module"] for r in results if r["killed_by"])
     print("\n| module | mutants | killed | survived |\n|---|---|---|---|")
     for module in sorted(totals):
