@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     every = [m for path in sorted(TEMPLATES.glob("*.rego.j2")) if not path.name.endswith("_test.rego.j2")
              for m in mutants(path.name.removesuffix(".rego.j2"), path.read_text(encoding="utf-8"))
              if not [o for o in args.only or [] if not o.endswith(".py")] or m.module in args.only]
-    selected = random.Random(args.seed).sample(every, args.max) if 0 < args.max < len(every) else every
+    # In a seeded random order: a run stopped early (results are written as it goes) is a fair sample.
+    selected = random.Random(args.seed).sample(every, args.max if 0 < args.max < len(every) else len(every))
     results = run(selected, args.timeout)
     _write(results, len(every))
     totals, killed = Counter(r["module"] for r in results), Counter(r["module"] for r in results if r["killed_by"])
