@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import http.client
 import json
 import logging
@@ -75,6 +76,9 @@ logger = logging.getLogger(__name__)
 #: Seconds for each of connect, write, read and pool wait: an OPA sidecar answers in milliseconds.
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_RETRIES = 1
+# OPA's decision_id of the latest answer, per thread and per asyncio task (set where the answer is read).
+_DECISION_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("sekuire_opa_decision_id", default=None)
+
 #: Seconds a decision from OPA may be reused (OPA polls bundles every 60 s or more by default).
 DEFAULT_DECISION_TTL = 5.0
 MAX_CONNECTIONS = 32
@@ -151,6 +155,7 @@ class OPAEngine(Engine):
         self._lock = threading.Lock()
         self._bundles: dict[str, str] = {}
         self._revision = ""
+        self._version = ""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -175,6 +180,7 @@ class OPAEngine(Engine):
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002 - OPA's name
         """``POST /v1/data/<path>`` to OPA; the result, or EngineError (fail closed) on anything else."""
         target, body = self._prefix + self._data_target(path), _body(input)
+        _DECISION_ID.set(None)
         deadline = time.monotonic() + self.timeout
         for attempt in range(self.retries + 1):
             connection = self._connection()
@@ -234,6 +240,7 @@ class OPAEngine(Engine):
     async def aevaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
         """Async twin of :meth:`evaluate`."""
         url, body = self.url + self._data_target(path), _body(input)
+        _DECISION_ID.set(None)
 
         def fail(message: str) -> EngineResponseError:
             return EngineResponseError(f"{self.shown_url}: {message}")
@@ -315,6 +322,8 @@ class OPAEngine(Engine):
         if not isinstance(body, dict):
             raise EngineResponseError(f"{where}: the response is not a JSON object")
         self._observe(body.get("provenance"))
+        decision_id = body.get("decision_id")
+        _DECISION_ID.set(decision_id if isinstance(decision_id, str) and len(decision_id) <= 128 else None)
         if "result" not in body:
             raise EngineResponseError(f"{where}: undefined (no policy at this path; is the bundle activated?)")
         result = body["result"]
@@ -322,7 +331,18 @@ class OPAEngine(Engine):
             raise EngineResponseError(f"{where}: expected an object, got {type(result).__name__}")
         return result
 
+    def decision_id(self) -> str | None:
+        """OPA's ``decision_id`` for the latest query of this thread or task (OPA gives one when it logs decisions)."""
+        return _DECISION_ID.get()
+
+    @property
+    def version(self) -> str:
+        """OPA's version, as its provenance reports it ("" before the first answer)."""
+        return self._version
+
     def _observe(self, provenance: Any) -> None:
+        if isinstance(provenance, dict) and isinstance(provenance.get("version"), str):
+            self._version = clean(provenance["version"], 64)
         bundles = provenance.get("bundles") if isinstance(provenance, dict) else None
         seen = {
             name: info["revision"]
