@@ -331,6 +331,18 @@ class OPAEngine(Engine):
             raise EngineResponseError(f"{where}: expected an object, got {type(result).__name__}")
         return result
 
+    def health(self, *, bundles: bool = False) -> bool:
+        """Whether OPA is healthy (``bundles``: every bundle activated); opa-python-client, the extra ``[opa]``."""
+        from .opa_admin import health
+
+        return health(self.url, bundles=bundles, timeout=self.timeout, headers=self._headers)
+
+    def wait_until_ready(self, *, bundles: bool = True, timeout: float = 30.0) -> None:
+        """Block until :meth:`health` holds; EngineUnavailable after ``timeout`` seconds."""
+        from .opa_admin import wait_until_ready
+
+        wait_until_ready(self.url, bundles=bundles, timeout=timeout, headers=self._headers)
+
     def decision_id(self) -> str | None:
         """OPA's ``decision_id`` for the latest query of this thread or task (OPA gives one when it logs decisions)."""
         return _DECISION_ID.get()
