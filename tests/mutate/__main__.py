@@ -146,13 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--only", action="append", help="a template name (network, tools, ...); repeatable")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant run (default 600)")
+    parser.add_argument("--budget", type=float, default=1800, help="seconds per Python module (default 1800)")
     parser.add_argument("--half", choices=["rego", "python", "both"], default="both",
                         help="Rego mutants, Python mutants of the security core (mutmut; --only takes a path), or both")
     args = parser.parse_args(argv)
     if args.half in ("python", "both"):
         from .pymut import run as run_python
 
-        run_python([m for m in args.only or [] if m.endswith(".py")], timeout=args.timeout * 200)
+        run_python([m for m in args.only or [] if m.endswith(".py")], budget=args.budget)
         if args.half == "python":
             return 0
     every = [m for path in sorted(TEMPLATES.glob("*.rego.j2")) if not path.name.endswith("_test.rego.j2")
