@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..bundle.tarball import build_bundle
+from ..distribute.credentials import Credentials
 from ..distribute.opaconfig import DEFAULT_KEY_ID, OPAConfigOptions, opa_config_yaml
 from ..distribute.publish import Publication, publish_site
 from ..errors import SekuireError
@@ -29,6 +30,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config.add_argument("--polling-min", type=int, default=60, metavar="SECONDS", help="OPA polls at least this often (default: 60)")
     config.add_argument("--polling-max", type=int, default=120, metavar="SECONDS", help="and at most this often (default: 120)")
     config.add_argument("--decision-logs", choices=("console", "service"), help="also configure OPA decision logs")
+    config.add_argument("--decision-logs-url", metavar="URL", help="send decision logs to this service (not the bundle host)")
+    config.add_argument("--status-url", metavar="URL", help="send OPA's status reports to this service")
+    config.add_argument("--long-polling", type=int, metavar="SECONDS", help="long-polling timeout (bundle servers that support it)")
+    config.add_argument("--persist", action="store_true", help="OPA keeps activated bundles on disk and starts from them")
+    config.add_argument("--persistence-dir", metavar="DIR", help="where OPA persists bundles (with --persist)")
+    creds = config.add_argument_group("credentials (one type; OPA reads the secrets, the config holds none)")
+    creds.add_argument("--bearer-token-file", metavar="FILE", help="a file holding the bearer token (re-read by OPA)")
+    creds.add_argument("--bearer-token-env", metavar="VAR", help="an environment variable holding the bearer token")
+    creds.add_argument("--client-cert", metavar="FILE", help="PEM client certificate for mTLS (with --client-key)")
+    creds.add_argument("--client-key", metavar="FILE", help="PEM private key of --client-cert")
+    creds.add_argument("--ca-cert", metavar="FILE", help="PEM CA certificate the services' TLS certificates chain to")
+    creds.add_argument("--s3-signing", action="store_true",
+                       help="sign requests with AWS SigV4 from the environment (AWS_ACCESS_KEY_ID, ...)")
     config.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     _add_unsigned_option(config, "write a config without a signing block: OPA then activates UNSIGNED bundles (unsafe)")
     config.set_defaults(handler=_opa_config)
@@ -40,6 +54,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_verify_options(publish)
     _add_unsigned_option(publish, "publish bundles without --signing-key: UNSIGNED bundles anyone can alter (unsafe)")
     publish.set_defaults(handler=_publish)
+
+
+def _absolute(path: str | None) -> str | None:
+    """A path as OPA will read it, whatever directory it is started from."""
+    return str(Path(path).absolute()) if path else None
 
 
 def _add_unsigned_option(parser: argparse.ArgumentParser, text: str) -> None:
@@ -69,6 +88,16 @@ def _opa_config(args: argparse.Namespace) -> int:
             max_delay_seconds=args.polling_max,
             decision_logs=args.decision_logs,
             allow_unsigned_bundles=args.allow_unsigned_bundles,
+            credentials=Credentials(
+                bearer_token_file=_absolute(args.bearer_token_file), bearer_token_env=args.bearer_token_env,
+                client_cert=_absolute(args.client_cert), client_key=_absolute(args.client_key),
+                ca_cert=_absolute(args.ca_cert), s3_signing=args.s3_signing,
+            ),
+            decision_logs_url=args.decision_logs_url,
+            status_url=args.status_url,
+            persist=args.persist,
+            persistence_directory=_absolute(args.persistence_dir),
+            long_polling_timeout_seconds=args.long_polling,
         )
     )
     if key is None:

@@ -1,9 +1,10 @@
 """OPA configuration for a fleet that pulls sekuire bundles from a bundle server or a static site.
 
 The result is plain OPA configuration (``opa run --server --config-file opa.yaml``):
-one service, one bundle resource per workspace (``bundles/<ws>.tar.gz``, the
-layout ``sekuire publish`` writes), the public key that verifies the bundle
-signatures, and optionally decision logs. Bundles use distinct roots
+one service (with credentials: :mod:`.credentials`), one bundle resource per
+workspace (``bundles/<ws>.tar.gz``, the layout ``sekuire publish`` writes), the
+public key that verifies the bundle signatures, and optionally decision logs and
+status reports (to that service or to their own), persistence and long polling. Bundles use distinct roots
 (``sekuire/workspaces/<ws>``), so the fleet's own bundles can sit beside them.
 """
 
@@ -17,12 +18,26 @@ import yaml
 from ..bundle.keys import check_algorithm
 from ..errors import CompileError
 from ..rego.library import bundle_name, check_workspace_id
+from .credentials import Credentials, service
 
-__all__ = ["DEFAULT_KEY_ID", "DEFAULT_SERVICE", "OPAConfigOptions", "bundle_name", "bundle_resource", "opa_config", "opa_config_yaml"]
+__all__ = [
+    "DEFAULT_KEY_ID",
+    "DEFAULT_SERVICE",
+    "LOGS_SERVICE",
+    "OPAConfigOptions",
+    "STATUS_SERVICE",
+    "bundle_name",
+    "bundle_resource",
+    "opa_config",
+    "opa_config_yaml",
+]
 
 #: OPA's own default key id (``opa run --verification-key-id`` and ``opa build`` use "default").
 DEFAULT_KEY_ID = "default"
 DEFAULT_SERVICE = "sekuire"
+#: The services of --decision-logs-url and --status-url.
+LOGS_SERVICE = "sekuire-logs"
+STATUS_SERVICE = "sekuire-status"
 _ASYMMETRIC = ("RS", "PS", "ES")
 
 
@@ -42,6 +57,16 @@ class OPAConfigOptions:
     service_headers: dict[str, str] = field(default_factory=dict)
     #: Without a verification key OPA activates unsigned bundles: refused unless this is set (an explicit flag).
     allow_unsigned_bundles: bool = False
+    #: How OPA authenticates to the bundle service (and, unless they have their own, the log and status services).
+    credentials: Credentials | None = None
+    #: A separate service for decision logs (implies decision_logs="service") and one for status reports.
+    decision_logs_url: str | None = None
+    status_url: str | None = None
+    #: OPA keeps the last activated bundles on disk and starts from them when the service is down.
+    persist: bool = False
+    persistence_directory: str | None = None
+    #: Long polling: OPA holds a request open this long, the server answers when the bundle changes.
+    long_polling_timeout_seconds: int | None = None
 
 
 def bundle_resource(workspace_id: str) -> str:
@@ -53,8 +78,6 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
     """The OPA configuration document; CompileError (or BundleError for the algorithm) on anything OPA would refuse."""
     if not options.workspaces:
         raise CompileError("at least one workspace is needed")
-    if not options.service_url.startswith(("http://", "https://")):
-        raise CompileError(f"service URL must be http(s): {options.service_url!r}")
     if options.min_delay_seconds <= 0 or options.max_delay_seconds < options.min_delay_seconds:
         raise CompileError("polling delays must satisfy 0 < min <= max")
     check_algorithm(options.signing_alg)
@@ -63,19 +86,24 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
             "no verification key: OPA would activate unsigned bundles; give --verification-key "
             "(or --allow-unsigned-bundles to write such a config on purpose)"
         )
-    service: dict[str, Any] = {"url": options.service_url.rstrip("/")}
-    if options.service_headers:
-        service["headers"] = dict(options.service_headers)
-    config: dict[str, Any] = {"services": {DEFAULT_SERVICE: service}, "bundles": {}}
+    if options.long_polling_timeout_seconds is not None and options.long_polling_timeout_seconds <= 0:
+        raise CompileError("--long-polling must be a positive number of seconds")
+    config: dict[str, Any] = {
+        "services": {DEFAULT_SERVICE: service(options.service_url, options.credentials, options.service_headers)},
+        "bundles": {},
+    }
+    polling: dict[str, Any] = {
+        "min_delay_seconds": options.min_delay_seconds,
+        "max_delay_seconds": options.max_delay_seconds,
+    }
+    if options.long_polling_timeout_seconds is not None:
+        polling["long_polling_timeout_seconds"] = options.long_polling_timeout_seconds
     for ws in options.workspaces:
         bundle: dict[str, Any] = {
             "service": DEFAULT_SERVICE,
             "resource": bundle_resource(ws),
-            "persist": False,
-            "polling": {
-                "min_delay_seconds": options.min_delay_seconds,
-                "max_delay_seconds": options.max_delay_seconds,
-            },
+            "persist": options.persist,
+            "polling": dict(polling),
         }
         if options.verification_key is not None:
             signing: dict[str, Any] = {"keyid": options.key_id}
@@ -87,12 +115,25 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
         config["keys"] = {options.key_id: {"algorithm": options.signing_alg, "key": options.verification_key}}
         if options.scope:
             config["keys"][options.key_id]["scope"] = options.scope
-    if options.decision_logs == "console":
+    logs = options.decision_logs or ("service" if options.decision_logs_url else None)
+    if options.decision_logs_url:
+        if options.decision_logs == "console":
+            raise CompileError("--decision-logs console and --decision-logs-url cannot be combined")
+        config["services"][LOGS_SERVICE] = service(options.decision_logs_url, options.credentials)
+    if logs == "console":
         config["decision_logs"] = {"console": True}
-    elif options.decision_logs == "service":
-        config["decision_logs"] = {"service": DEFAULT_SERVICE, "reporting": {"min_delay_seconds": 5, "max_delay_seconds": 10}}
-    elif options.decision_logs is not None:
-        raise CompileError(f"decision logs must be 'console' or 'service', not {options.decision_logs!r}")
+    elif logs == "service":
+        target = LOGS_SERVICE if options.decision_logs_url else DEFAULT_SERVICE
+        config["decision_logs"] = {"service": target, "reporting": {"min_delay_seconds": 5, "max_delay_seconds": 10}}
+    elif logs is not None:
+        raise CompileError(f"decision logs must be 'console' or 'service', not {logs!r}")
+    if options.status_url:
+        config["services"][STATUS_SERVICE] = service(options.status_url, options.credentials)
+        config["status"] = {"service": STATUS_SERVICE}
+    if options.persistence_directory:
+        if not options.persist:
+            raise CompileError("--persistence-dir needs --persist")
+        config["persistence_directory"] = options.persistence_directory
     return config
 
 
