@@ -22,7 +22,9 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = sub.add_parser("opa-config", help="write an OPA config that pulls and verifies workspace bundles")
     config.add_argument("--service-url", required=True, metavar="URL", help="where `sekuire publish` output is served")
-    config.add_argument("--workspace", required=True, action="append", metavar="ID", help="repeat for several workspaces")
+    config.add_argument("--workspace", action="append", default=[], metavar="ID", help="repeat for several workspaces")
+    config.add_argument("--discovery", action="store_true",
+                        help="a bootstrap config: the workspaces come from the site's discovery bundle (publish --discovery)")
     config.add_argument("--verification-key", metavar="FILE", help="PEM public key that verifies the bundle signatures")
     config.add_argument("--verification-key-id", default=DEFAULT_KEY_ID, metavar="ID", help="default: default")
     config.add_argument("--signing-alg", default="RS256", help="default: RS256")
@@ -50,6 +52,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     publish = sub.add_parser("publish", help="write a static site serving policies, keys and bundles")
     publish.add_argument("--site", required=True, metavar="DIR", help="the directory to write the static site into")
     publish.add_argument("--file", required=True, action="append", metavar="FILE", help="policy.json; repeat for several")
+    publish.add_argument("--discovery", action="store_true",
+                         help="also write a signed discovery bundle naming every workspace bundle of the site")
+    publish.add_argument("--polling-min", type=int, default=60, metavar="SECONDS",
+                         help="with --discovery: how often OPA polls the workspace bundles, at least (default: 60)")
+    publish.add_argument("--polling-max", type=int, default=120, metavar="SECONDS", help="and at most (default: 120)")
     add_signing_options(publish)
     add_verify_options(publish)
     _add_unsigned_option(publish, "publish bundles without --signing-key: UNSIGNED bundles anyone can alter (unsafe)")
@@ -98,13 +105,15 @@ def _opa_config(args: argparse.Namespace) -> int:
             persist=args.persist,
             persistence_directory=_absolute(args.persistence_dir),
             long_polling_timeout_seconds=args.long_polling,
+            discovery=args.discovery,
         )
     )
     if key is None:
         _warn_unsigned("opa-config: the config has no signing block")
     if args.out:
         atomic_write(args.out, text.encode())
-        print(f"Wrote OPA config for {len(args.workspace)} workspace(s) to {args.out}")
+        what = "a discovery bootstrap" if args.discovery else f"{len(args.workspace)} workspace(s)"
+        print(f"Wrote OPA config for {what} to {args.out}")
     else:
         sys.stdout.write(text)
     return 0
@@ -128,6 +137,11 @@ def _publish(args: argparse.Namespace) -> int:
             raise exc.with_source(file) from None
         publications.append(Publication(policy=policy, bundle=bundle))
     written = publish_site(args.site, publications, keyring_from(args))
+    if args.discovery:
+        from ..distribute.discovery import write_discovery
+
+        written.append(write_discovery(args.site, signer, signer.key_id if signer else None,
+                                       min_delay=args.polling_min, max_delay=args.polling_max))
     for item in publications:
         print(f"Published {item.policy.policy_id} (v{item.policy.version}) for workspace {item.policy.workspace_id}")
     print(f"Wrote {len(written)} files under {Path(args.site)}")

@@ -23,6 +23,8 @@ from .credentials import Credentials, service
 __all__ = [
     "DEFAULT_KEY_ID",
     "DEFAULT_SERVICE",
+    "DISCOVERY_DECISION",
+    "DISCOVERY_RESOURCE",
     "LOGS_SERVICE",
     "OPAConfigOptions",
     "STATUS_SERVICE",
@@ -35,6 +37,9 @@ __all__ = [
 #: OPA's own default key id (``opa run --verification-key-id`` and ``opa build`` use "default").
 DEFAULT_KEY_ID = "default"
 DEFAULT_SERVICE = "sekuire"
+#: Where ``publish --discovery`` puts the discovery bundle in the site, and the data path OPA evaluates in it.
+DISCOVERY_RESOURCE = "discovery/sekuire.tar.gz"
+DISCOVERY_DECISION = "sekuire/discovery"
 #: The services of --decision-logs-url and --status-url.
 LOGS_SERVICE = "sekuire-logs"
 STATUS_SERVICE = "sekuire-status"
@@ -67,6 +72,8 @@ class OPAConfigOptions:
     persistence_directory: str | None = None
     #: Long polling: OPA holds a request open this long, the server answers when the bundle changes.
     long_polling_timeout_seconds: int | None = None
+    #: A bootstrap config: the bundles come from the site's discovery bundle (``publish --discovery``), not from here.
+    discovery: bool = False
 
 
 def bundle_resource(workspace_id: str) -> str:
@@ -76,8 +83,8 @@ def bundle_resource(workspace_id: str) -> str:
 
 def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
     """The OPA configuration document; CompileError (or BundleError for the algorithm) on anything OPA would refuse."""
-    if not options.workspaces:
-        raise CompileError("at least one workspace is needed")
+    if not options.workspaces and not options.discovery:
+        raise CompileError("at least one workspace is needed (or --discovery)")
     if options.min_delay_seconds <= 0 or options.max_delay_seconds < options.min_delay_seconds:
         raise CompileError("polling delays must satisfy 0 < min <= max")
     check_algorithm(options.signing_alg)
@@ -98,7 +105,12 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
     }
     if options.long_polling_timeout_seconds is not None:
         polling["long_polling_timeout_seconds"] = options.long_polling_timeout_seconds
-    for ws in options.workspaces:
+    if options.discovery:
+        config["discovery"] = {"service": DEFAULT_SERVICE, "resource": DISCOVERY_RESOURCE, "decision": DISCOVERY_DECISION,
+                               "polling": dict(polling)}
+        if options.verification_key is not None:
+            config["discovery"]["signing"] = {"keyid": options.key_id}
+    for ws in () if options.discovery else options.workspaces:
         bundle: dict[str, Any] = {
             "service": DEFAULT_SERVICE,
             "resource": bundle_resource(ws),
@@ -111,6 +123,8 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
                 signing["scope"] = options.scope
             bundle["signing"] = signing
         config["bundles"][bundle_name(ws)] = bundle
+    if options.discovery:
+        del config["bundles"]  # they come from the discovery bundle
     if options.verification_key is not None:
         config["keys"] = {options.key_id: {"algorithm": options.signing_alg, "key": options.verification_key}}
         if options.scope:
