@@ -5,10 +5,11 @@ BIN         := $(VENV)/bin
 TOOLS       := $(CURDIR)/.tools/bin
 OPA_VERSION := v1.22.3
 OPA         := $(TOOLS)/opa
+CRANE       := $(TOOLS)/crane
 export PATH := $(TOOLS):$(PATH)
 export SEKUIRE_OPA := $(OPA)
 
-.PHONY: setup opa test rego-test pytest demo bench lint typecheck properties-deep mutate fuzz clean
+.PHONY: setup opa crane test rego-test pytest demo bench lint typecheck properties-deep mutate fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -27,7 +28,13 @@ $(OPA):
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/open-policy-agent/opa@$(OPA_VERSION)
 	$(OPA) version | head -1
 
-test: setup opa rego-test pytest
+# go-containerregistry's crane: a real OCI registry on loopback for the OCI tests (crane registry serve).
+crane: $(CRANE)
+
+$(CRANE):
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
+
+test: setup opa crane rego-test pytest
 
 # Render the Rego library for a test workspace and run its _test.rego files with the real OPA.
 rego-test: setup opa
@@ -36,7 +43,7 @@ rego-test: setup opa
 	$(OPA) check --strict build/rego-test
 	$(OPA) test --v0-compatible=false build/rego-test
 
-pytest: setup opa
+pytest: setup opa crane
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup

@@ -21,7 +21,8 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = sub.add_parser("opa-config", help="write an OPA config that pulls and verifies workspace bundles")
-    config.add_argument("--service-url", required=True, metavar="URL", help="where `sekuire publish` output is served")
+    config.add_argument("--service-url", metavar="URL", help="where `sekuire publish` output is served (or give --oci)")
+    _add_oci_options(config, "pull the bundles from this OCI registry repository (as publish --oci pushed them)")
     config.add_argument("--workspace", action="append", default=[], metavar="ID", help="repeat for several workspaces")
     config.add_argument("--discovery", action="store_true",
                         help="a bootstrap config: the workspaces come from the site's discovery bundle (publish --discovery)")
@@ -50,7 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config.set_defaults(handler=_opa_config)
 
     publish = sub.add_parser("publish", help="write a static site serving policies, keys and bundles")
-    publish.add_argument("--site", required=True, metavar="DIR", help="the directory to write the static site into")
+    publish.add_argument("--site", metavar="DIR", help="the directory to write the static site into")
+    _add_oci_options(publish, "also push each workspace's signed bundle to REGISTRY/REPOSITORY/<ws>:TAG")
     publish.add_argument("--file", required=True, action="append", metavar="FILE", help="policy.json; repeat for several")
     publish.add_argument("--discovery", action="store_true",
                          help="also write a signed discovery bundle naming every workspace bundle of the site")
@@ -61,6 +63,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_verify_options(publish)
     _add_unsigned_option(publish, "publish bundles without --signing-key: UNSIGNED bundles anyone can alter (unsafe)")
     publish.set_defaults(handler=_publish)
+
+
+def _add_oci_options(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--oci", metavar="REGISTRY/REPOSITORY[:TAG]", help=text)
+    parser.add_argument("--oci-plain-http", action="store_true",
+                        help="talk to the registry without TLS (a loopback test registry; unsafe elsewhere)")
+
+
+def _service_url(args: argparse.Namespace) -> str:
+    if args.service_url is None and args.oci is None:
+        raise SekuireError("give --service-url (a bundle server) or --oci (a registry)")
+    return args.service_url or ""
 
 
 def _absolute(path: str | None) -> str | None:
@@ -85,7 +99,7 @@ def _opa_config(args: argparse.Namespace) -> int:
             raise SekuireError(getattr(exc, "strerror", None) or str(exc), source=args.verification_key) from None
     text = opa_config_yaml(
         OPAConfigOptions(
-            service_url=args.service_url,
+            service_url=_service_url(args),
             workspaces=tuple(args.workspace),
             verification_key=key,
             signing_alg=args.signing_alg,
@@ -106,6 +120,8 @@ def _opa_config(args: argparse.Namespace) -> int:
             persistence_directory=_absolute(args.persistence_dir),
             long_polling_timeout_seconds=args.long_polling,
             discovery=args.discovery,
+            oci=args.oci,
+            oci_plain_http=args.oci_plain_http,
         )
     )
     if key is None:
@@ -136,6 +152,18 @@ def _publish(args: argparse.Namespace) -> int:
         except SekuireError as exc:
             raise exc.with_source(file) from None
         publications.append(Publication(policy=policy, bundle=bundle))
+    if args.site is None and args.oci is None:
+        raise SekuireError("give --site (a static tree) and/or --oci (a registry)")
+    if args.oci:
+        from ..distribute.oci import OCIReference, push_bundle
+
+        target = OCIReference.parse(args.oci)
+        for item in publications:
+            reference = target.for_workspace(item.policy.workspace_id)
+            push_bundle(reference, item.bundle, plain_http=args.oci_plain_http)
+            print(f"Pushed the bundle of workspace {item.policy.workspace_id} to {reference}")
+    if args.site is None:
+        return 0
     written = publish_site(args.site, publications, keyring_from(args))
     if args.discovery:
         from ..distribute.discovery import write_discovery

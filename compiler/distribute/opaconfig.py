@@ -17,10 +17,13 @@ import yaml
 
 from ..bundle.keys import check_algorithm
 from ..errors import CompileError
+from ..version import OPA_VERSION
 from ..rego.library import bundle_name, check_workspace_id
 from .credentials import Credentials, service
+from .oci import OCIReference
 
 __all__ = [
+    "CONFIG_REFUSES",
     "DEFAULT_KEY_ID",
     "DEFAULT_SERVICE",
     "DISCOVERY_DECISION",
@@ -40,6 +43,8 @@ DEFAULT_SERVICE = "sekuire"
 #: Where ``publish --discovery`` puts the discovery bundle in the site, and the data path OPA evaluates in it.
 DISCOVERY_RESOURCE = "discovery/sekuire.tar.gz"
 DISCOVERY_DECISION = "sekuire/discovery"
+#: Bundle-signing algorithms OPA verifies from the command line but not from its config (``unsupported algorithm``).
+CONFIG_REFUSES = frozenset({"EdDSA"})
 #: The services of --decision-logs-url and --status-url.
 LOGS_SERVICE = "sekuire-logs"
 STATUS_SERVICE = "sekuire-status"
@@ -74,6 +79,10 @@ class OPAConfigOptions:
     long_polling_timeout_seconds: int | None = None
     #: A bootstrap config: the bundles come from the site's discovery bundle (``publish --discovery``), not from here.
     discovery: bool = False
+    #: Pull the bundles from an OCI registry (``REGISTRY/REPOSITORY[:TAG]``, as ``publish --oci`` pushed them);
+    #: ``oci_plain_http`` for a registry without TLS (a loopback test registry).
+    oci: str | None = None
+    oci_plain_http: bool = False
 
 
 def bundle_resource(workspace_id: str) -> str:
@@ -88,6 +97,12 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
     if options.min_delay_seconds <= 0 or options.max_delay_seconds < options.min_delay_seconds:
         raise CompileError("polling delays must satisfy 0 < min <= max")
     check_algorithm(options.signing_alg)
+    if options.signing_alg in CONFIG_REFUSES:
+        raise CompileError(
+            f"--signing-alg {options.signing_alg}: OPA {OPA_VERSION} verifies such bundles with `opa run "
+            "--verification-key`, but its configuration's keys refuse the algorithm (OPA would not start); "
+            "sign a config-driven fleet's bundles with RS256, PS256 or ES256"
+        )
     if options.verification_key is None and not options.allow_unsigned_bundles:
         raise CompileError(
             "no verification key: OPA would activate unsigned bundles; give --verification-key "
@@ -95,10 +110,16 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
         )
     if options.long_polling_timeout_seconds is not None and options.long_polling_timeout_seconds <= 0:
         raise CompileError("--long-polling must be a positive number of seconds")
-    config: dict[str, Any] = {
-        "services": {DEFAULT_SERVICE: service(options.service_url, options.credentials, options.service_headers)},
-        "bundles": {},
-    }
+    oci = OCIReference.parse(options.oci) if options.oci else None
+    if oci is not None and options.discovery:
+        raise CompileError("--oci and --discovery cannot be combined")
+    bundle_service = service(
+        f"{'http' if options.oci_plain_http else 'https'}://{oci.registry}" if oci else options.service_url,
+        options.credentials, options.service_headers,
+    )
+    if oci is not None:
+        bundle_service["type"] = "oci"
+    config: dict[str, Any] = {"services": {DEFAULT_SERVICE: bundle_service}, "bundles": {}}
     polling: dict[str, Any] = {
         "min_delay_seconds": options.min_delay_seconds,
         "max_delay_seconds": options.max_delay_seconds,
@@ -113,7 +134,7 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
     for ws in () if options.discovery else options.workspaces:
         bundle: dict[str, Any] = {
             "service": DEFAULT_SERVICE,
-            "resource": bundle_resource(ws),
+            "resource": oci.for_workspace(ws) if oci else bundle_resource(ws),
             "persist": options.persist,
             "polling": dict(polling),
         }
