@@ -5,10 +5,12 @@ BIN         := $(VENV)/bin
 TOOLS       := $(CURDIR)/.tools/bin
 OPA_VERSION := v1.22.3
 OPA         := $(TOOLS)/opa
+CRANE_VERSION := v0.22.1
+CRANE       := $(TOOLS)/crane
 export PATH := $(TOOLS):$(PATH)
 export SEKUIRE_OPA := $(OPA)
 
-.PHONY: setup opa test rego-test pytest demo bench lint typecheck properties-deep mutate fuzz clean
+.PHONY: setup opa crane test rego-test pytest demo bench lint typecheck properties-deep mutate fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -27,7 +29,14 @@ $(OPA):
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/open-policy-agent/opa@$(OPA_VERSION)
 	$(OPA) version | head -1
 
-test: setup opa rego-test pytest
+# go-containerregistry's crane: `crane registry serve` is the OCI registry the OCI tests push to and OPA pulls from.
+crane: $(CRANE)
+
+$(CRANE):
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
+	$(CRANE) version
+
+test: setup opa crane rego-test pytest
 
 # Render the Rego library for a test workspace and run its _test.rego files with the real OPA.
 rego-test: setup opa
@@ -36,7 +45,7 @@ rego-test: setup opa
 	$(OPA) check --strict build/rego-test
 	$(OPA) test --v0-compatible=false build/rego-test
 
-pytest: setup opa
+pytest: setup opa crane
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup

@@ -69,6 +69,51 @@ def opa_bin() -> str:
     return path
 
 
+def find_crane() -> str | None:
+    candidates = [os.environ.get("SEKUIRE_CRANE"), str(ROOT / ".tools" / "bin" / "crane"), shutil.which("crane")]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+@pytest.fixture(scope="session")
+def crane_bin() -> str:
+    path = find_crane()
+    if path is None:
+        message = "go-containerregistry's crane is missing: run `make crane`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture()
+def oci_registry(crane_bin, tmp_path_factory) -> Iterator[str]:
+    """A real OCI registry (``crane registry serve``) on a free 127.0.0.1 port; yields ``127.0.0.1:PORT``."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("registry") / "registry.log", "wb")
+    proc = subprocess.Popen([crane_bin, "registry", "serve", "--address", f"127.0.0.1:{port}"], stdout=log, stderr=log)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"crane registry serve exited with {proc.returncode}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        if not wait_until(up):
+            raise RuntimeError("the OCI registry did not come up")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
 @pytest.fixture(scope="session")
 def envelope_vectors() -> dict:
     return json.loads(ENVELOPE_VECTORS.read_text(encoding="utf-8"))

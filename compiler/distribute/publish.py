@@ -5,9 +5,12 @@ Layout (DESIGN.md section 7)::
     v1/workspaces/<ws>/policies/active   the signed policy.json (what ``policy pull`` and PolicyClient read)
     v1/keys/<key_id>                     {"key_id", "algorithm": "ed25519", "public_key"} for policy signatures
     bundles/<ws>.tar.gz                  the signed OPA bundle (what ``opa-config`` points OPA at)
+    discovery.tar.gz                     with ``publish --discovery``: the signed discovery bundle
 
-Every file is written atomically, bundles first and policies last, so a reader
-never sees a policy whose bundle is not there yet.
+Every file is written atomically, bundles first, then the discovery bundle,
+policies last, so a reader never sees a policy (or an OPA a discovered
+configuration) whose bundle is not there yet. :func:`publish_oci` pushes the
+same bundles to an OCI registry, in the same order.
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ from ..errors import KeyringError
 from ..files import atomic_write
 from ..policy.document import Policy
 from ..policy.keyring import Keyring
-from .opaconfig import bundle_resource
+from .layout import DISCOVERY_RESOURCE, bundle_resource
+from .oci import OCIReference, push_bundle
 
-__all__ = ["Publication", "publish_site"]
+__all__ = ["Publication", "publish_oci", "publish_site"]
 
 
 @dataclass(frozen=True)
 class Publication:
+    """One workspace's verified policy and its (signed) bundle."""
+
     policy: Policy
     bundle: bytes
 
@@ -39,8 +45,14 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def publish_site(site: str | os.PathLike[str], publications: Iterable[Publication], keyring: Keyring) -> list[Path]:
-    """Write the static tree under ``site``; return the files written."""
+def publish_site(
+    site: str | os.PathLike[str],
+    publications: Iterable[Publication],
+    keyring: Keyring,
+    *,
+    discovery: bytes | None = None,
+) -> list[Path]:
+    """Write the static tree under ``site`` (with the discovery bundle if given); return the files written."""
     root = Path(site)
     items = list(publications)
     keys: dict[str, bytes] = {}
@@ -60,6 +72,8 @@ def publish_site(site: str | os.PathLike[str], publications: Iterable[Publicatio
 
     for item in items:
         write(bundle_resource(_segment(item.policy.workspace_id)), item.bundle)
+    if discovery is not None:
+        write(DISCOVERY_RESOURCE, discovery)
     for key_id, public in sorted(keys.items()):
         document = {"key_id": key_id, "algorithm": "ed25519", "public_key": public.hex()}
         write(f"v1/keys/{_segment(key_id)}", (json.dumps(document, indent=2) + "\n").encode())
@@ -67,3 +81,26 @@ def publish_site(site: str | os.PathLike[str], publications: Iterable[Publicatio
         body = json.dumps(item.policy.document, indent=2, ensure_ascii=False) + "\n"
         write(f"v1/workspaces/{_segment(item.policy.workspace_id)}/policies/active", body.encode("utf-8"))
     return written
+
+
+def publish_oci(
+    reference: OCIReference,
+    publications: Iterable[Publication],
+    *,
+    discovery: tuple[bytes, str] | None = None,
+    plain_http: bool = False,
+) -> list[tuple[str, str]]:
+    """Push each workspace's bundle to its repository below ``reference``, then the discovery bundle (bytes and
+    revision) to ``reference`` itself; return (reference, manifest digest) for each push."""
+    items = list(publications)
+    targets = [reference.workspace(item.policy.workspace_id) for item in items]  # every name checked before a push
+    pushed: list[tuple[str, str]] = []
+    for item, target in zip(items, targets, strict=True):
+        name = f"{item.policy.workspace_id}.tar.gz"
+        digest = push_bundle(target, item.bundle, revision=item.policy.revision, name=name, plain_http=plain_http)
+        pushed.append((target, digest))
+    if discovery is not None:
+        bundle, revision = discovery
+        target = str(reference)
+        pushed.append((target, push_bundle(target, bundle, revision=revision, name=DISCOVERY_RESOURCE, plain_http=plain_http)))
+    return pushed
