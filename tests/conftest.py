@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -216,15 +217,19 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def static_http_server(directory: Path, handler: type[http.server.BaseHTTPRequestHandler] | None = None) -> Iterator[str]:
-    """Serve ``directory`` on 127.0.0.1 (a real HTTP server); yields the base URL and stops it after."""
+def static_http_server(
+    directory: Path, handler: type[http.server.BaseHTTPRequestHandler] | None = None, tls: ssl.SSLContext | None = None
+) -> Iterator[str]:
+    """Serve ``directory`` on 127.0.0.1 (a real HTTP server, HTTPS with ``tls``); yields the base URL and stops it after."""
     handler_cls = handler or functools.partial(_QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     # A short poll interval: shutdown() waits up to one interval, at every test teardown.
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -235,7 +240,7 @@ def static_http_server(directory: Path, handler: type[http.server.BaseHTTPReques
 def http_server():
     """Factory fixture around :func:`static_http_server`; every server is stopped at teardown."""
     with contextlib.ExitStack() as stack:
-        yield lambda directory, handler=None: stack.enter_context(static_http_server(directory, handler))
+        yield lambda directory, handler=None, tls=None: stack.enter_context(static_http_server(directory, handler, tls))
 
 
 @pytest.fixture()
