@@ -7,6 +7,7 @@ stopped by its fixture.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -123,3 +124,17 @@ def test_discovery_needs_a_signing_key(tmp_path, capsys):
     assert cli("publish", "--site", tmp_path / "site", "--discovery", "--file", CODING, "--keyring", KEYRING) == 1
     assert "no --signing-key" in capsys.readouterr().err
     assert not (tmp_path / "site").exists()
+
+
+def test_republishing_an_unchanged_site_rewrites_nothing(tmp_path):
+    """RS256 bundles are deterministic and unchanged files are left alone: hosts keep their mtime-based ETags."""
+    private, _ = keys(tmp_path)
+    site = tmp_path / "site"
+    argv = ("publish", "--site", site, "--discovery", "--file", CODING, "--keyring", KEYRING, "--signing-key", private)
+    assert cli(*argv) == 0
+    files = sorted(p for p in site.rglob("*") if p.is_file())
+    before = {p: p.stat().st_mtime_ns for p in files}
+    for p in files:  # an mtime in the past, so a rewrite could not go unnoticed
+        os.utime(p, ns=(before[p] - 10**9, before[p] - 10**9))
+    assert cli(*argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in files} == {p: before[p] - 10**9 for p in files}

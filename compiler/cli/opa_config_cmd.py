@@ -48,7 +48,10 @@ def _add_credentials(parser: argparse.ArgumentParser, prefix: str, service: str,
 
 
 def _credentials(args: argparse.Namespace, prefix: str) -> Credentials:
-    get = lambda name: getattr(args, f"{prefix}{name}")  # noqa: E731
+    def get(name: str) -> str | None:
+        value = getattr(args, f"{prefix}{name}")
+        return value if value is None else str(value)
+
     return Credentials(
         bearer_token_file=get("bearer_token_file"),
         bearer_token_env=get("bearer_token_env"),

@@ -42,8 +42,8 @@ from .oci import parse_oci_reference
 
 __all__ = [
     "DECISION_LOGS_SERVICE",
-    "STATUS_SERVICE",
     "OPAConfigOptions",
+    "STATUS_SERVICE",
     "opa_config",
     "opa_config_yaml",
 ]

@@ -7,7 +7,8 @@ Layout (DESIGN.md section 7)::
     bundles/<ws>.tar.gz                  the signed OPA bundle (what ``opa-config`` points OPA at)
     discovery.tar.gz                     with ``publish --discovery``: the signed discovery bundle
 
-Every file is written atomically, bundles first, then the discovery bundle,
+Every file is written atomically (a file whose bytes did not change is left alone, keeping the ETag
+a web server derives from its modification time), bundles first, then the discovery bundle,
 policies last, so a reader never sees a policy (or an OPA a discovered
 configuration) whose bundle is not there yet. :func:`publish_oci` pushes the
 same bundles to an OCI registry, in the same order.
@@ -40,6 +41,13 @@ class Publication:
     bundle: bytes
 
 
+def _same(path: Path, data: bytes) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
 def _segment(value: str) -> str:
     # Ids become single path segments; quote anything that could climb or nest.
     return quote(value, safe="")
@@ -67,7 +75,9 @@ def publish_site(
 
     def write(relative: str, data: bytes) -> None:
         path = root / relative
-        atomic_write(path, data)
+        # An unchanged file keeps its mtime, and so the ETag nginx or Caddy derive from it: no re-download.
+        if not _same(path, data):
+            atomic_write(path, data)
         written.append(path)
 
     for item in items:
