@@ -244,6 +244,29 @@ def test_decision_logs_and_status_go_to_services_of_their_own(site, tmp_path, ht
 
 
 @pytest.mark.parametrize(
+    "flags",
+    [
+        ["--decision-logs", "console"],
+        ["--decision-logs", "service"],
+        ["--bearer-token-env", "SEKUIRE_TEST_BASIC", "--bearer-scheme", "Basic"],
+        ["--persist", "--polling-min", "30", "--polling-max", "60"],
+    ],
+    ids=["console-logs", "service-logs", "basic-scheme", "persist-slow-polling"],
+)
+def test_other_shapes_start_real_opa_and_activate(flags, site, tmp_path, http_server, opa_server, monkeypatch):
+    folder, public = site
+    recorder = Recorder()
+    url = http_server(folder, handler(folder, recorder))
+    monkeypatch.setenv("SEKUIRE_TEST_BASIC", "user:password")
+    config, text = write_config(tmp_path, public, "--service-url", url, *flags)
+    assert "user:password" not in text
+    with opa_server(["--config-file", str(config)]).start(health_query="?bundles") as opa:
+        assert allowed(opa.url)
+    if "Basic" in flags:
+        assert recorder.seen("GET", "/bundles/")[0][2]["authorization"] == "Basic user:password"
+
+
+@pytest.mark.parametrize(
     "flags, message",
     [
         (["--bearer-token-file", "t", "--client-cert", "c", "--client-key", "k"], "OPA takes one credential method"),
