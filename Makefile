@@ -5,7 +5,6 @@ BIN         := $(VENV)/bin
 TOOLS       := $(CURDIR)/.tools/bin
 OPA_VERSION := v1.22.3
 OPA         := $(TOOLS)/opa
-CRANE_VERSION := v0.22.1
 CRANE       := $(TOOLS)/crane
 export PATH := $(TOOLS):$(PATH)
 export SEKUIRE_OPA := $(OPA)
@@ -29,12 +28,11 @@ $(OPA):
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/open-policy-agent/opa@$(OPA_VERSION)
 	$(OPA) version | head -1
 
-# go-containerregistry's crane: `crane registry serve` is the OCI registry the OCI tests push to and OPA pulls from.
+# go-containerregistry's crane: a real OCI registry on loopback for the OCI tests (crane registry serve).
 crane: $(CRANE)
 
 $(CRANE):
-	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
-	$(CRANE) version
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
 
 test: setup opa crane rego-test pytest
 

@@ -12,8 +12,7 @@
     ├── CompileError             a verified policy that cannot become Rego/data
     ├── BundleError              an OPA bundle that cannot be written, read or trusted
     │   └── BundleVerificationError
-    ├── BackendError             the policy backend could not be reached or answered badly
-    └── DistributionError        bundles that cannot be published (a registry refused them) or configured for OPA
+    └── BackendError             the policy backend could not be reached or answered badly
 
 Every error has ``source`` (a file name or URL, or None) and ``pointer`` (a JSON
 pointer into that document, or None); ``str(error)`` joins them into the single
@@ -31,7 +30,6 @@ __all__ = [
     "BundleError",
     "BundleVerificationError",
     "CompileError",
-    "DistributionError",
     "HashMismatchError",
     "IntegrityError",
     "KeyringError",
@@ -113,7 +111,3 @@ class BundleVerificationError(BundleError):
 
 class BackendError(SekuireError):
     code = "backend"
-
-
-class DistributionError(SekuireError):
-    code = "distribution"

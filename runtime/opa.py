@@ -1,12 +1,13 @@
 """OPAEngine: decisions from a real OPA over its REST data API (``POST /v1/data/<path>``).
 
-No opa-python-client: the data API is one POST, and a client library would add
-a dependency without removing code. The asyncio path uses a pooled
-:class:`httpx.AsyncClient` per event loop. The synchronous path, the one agent
+No opa-python-client on this path (it serves the management plane:
+:mod:`.opa_admin`): the data API is one POST. The synchronous path, the one agent
 loops call most, uses the standard library's ``http.client`` with one keep-alive
 connection per thread: ``make bench`` measured httpx's per-request work at about
 470 us of CPU against 160 us for ``http.client``, which put the engine at 1.6-2.4x
-the raw REST anchor; with ``http.client`` it is within the 1.15x target.
+the raw REST anchor; with ``http.client`` it is within the 1.15x target. The
+asyncio path uses :mod:`.aiohttp11`, keep-alive connections pooled per event loop
+(httpx's AsyncClient held it at a third of the synchronous engine's throughput).
 
 Revision: every query asks for ``?provenance=true``, whose ``bundles`` field
 names each activated bundle with its manifest revision (OPA's documented way;
@@ -39,7 +40,7 @@ not read. The URL in every message and log has its userinfo removed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import contextvars
 import http.client
 import json
 import logging
@@ -48,14 +49,13 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
-
-from ..compiler.httpio import WATCHDOG, aread_body, check_head, shutdown_socket
+from ..compiler.httpio import WATCHDOG, shutdown_socket
 from ..compiler.textsafe import clean, redact_text, redact_url
+from .aiohttp11 import AsyncPool, HTTPProtocolError
 from .engine import Engine
 from .errors import EngineResponseError, EngineUnavailable, InvalidActionError
 
@@ -63,9 +63,7 @@ __all__ = [
     "DEFAULT_DECISION_TTL",
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT",
-    "KEEPALIVE_EXPIRY",
     "MAX_ANSWER_BYTES",
-    "MAX_CONNECTIONS",
     "MAX_KEEPALIVE_CONNECTIONS",
     "OPAEngine",
 ]
@@ -75,23 +73,21 @@ logger = logging.getLogger(__name__)
 #: Seconds for each of connect, write, read and pool wait: an OPA sidecar answers in milliseconds.
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_RETRIES = 1
+# OPA's decision_id of the latest answer, per thread and per asyncio task (set where the answer is read).
+_DECISION_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("sekuire_opa_decision_id", default=None)
+
 #: Seconds a decision from OPA may be reused (OPA polls bundles every 60 s or more by default).
 DEFAULT_DECISION_TTL = 5.0
-MAX_CONNECTIONS = 32
+#: Idle asyncio connections kept per event loop (one per concurrent caller is what a loop reuses).
 MAX_KEEPALIVE_CONNECTIONS = 16
-#: Seconds an idle pooled connection is kept.
-KEEPALIVE_EXPIRY = 30.0
 #: Larger answers from OPA are refused (a decision is a few kB; a manifest check of hundreds of tools some 100 kB).
 MAX_ANSWER_BYTES = 8 << 20
 _READ_STEP = 64 * 1024
 
-_RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError)
-# The same failures from http.client: refused, reset, or a kept-alive connection the server closed.
+# Refused, reset, or a kept-alive connection the server closed (http.client's names for the last two).
 _SYNC_RETRYABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine)
 _SYNC_FAILURES = (OSError, http.client.HTTPException)
-_LIMITS = httpx.Limits(
-    max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY
-)
+_ASYNC_FAILURES = (OSError, asyncio.IncompleteReadError)
 _MAX_MESSAGE = 300
 _JSON = {"Content-Type": "application/json"}
 
@@ -111,7 +107,7 @@ class OPAEngine(Engine):
     ) -> None:
         """``headers`` go with every request (``Authorization: Bearer ...`` for OPA's token authn; never logged).
 
-        ``verify`` is httpx's: False, or an ``ssl.SSLContext`` for a private CA.
+        ``verify``: False (no certificate check), or an ``ssl.SSLContext`` for a private CA.
         """
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -121,19 +117,13 @@ class OPAEngine(Engine):
         self.timeout = timeout
         self.retries = retries
         self.decision_ttl = decision_ttl
-        self._options: dict[str, Any] = {
-            "timeout": httpx.Timeout(timeout),
-            "limits": _LIMITS,
-            "headers": dict(headers or {}),
-            "verify": verify,
-        }
-        self._headers = {**self._options["headers"], **_JSON}
+        self._headers = {**dict(headers or {}), **_JSON}
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"OPA url must be http(s)://host[:port][/prefix], not {redact_url(url)!r}")
         self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
         if parts.username is not None and "Authorization" not in self._headers:
-            # httpx sends a URL's userinfo as basic auth: so does the synchronous path.
+            # A URL's userinfo is sent as basic auth, as browsers and httpx do.
             import base64
             from urllib.parse import unquote
 
@@ -144,13 +134,13 @@ class OPAEngine(Engine):
         # One keep-alive connection per thread (http.client connections are not thread-safe).
         self._local = threading.local()
         self._connections: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
-        # An AsyncClient's connections belong to the event loop that opened them: one client per loop.
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        # asyncio connections belong to the event loop that opened them: pooled per loop.
+        self._pool = AsyncPool(self._host, self._port or (443 if self._ssl else 80), ssl_context=self._ssl,
+                               max_idle=MAX_KEEPALIVE_CONNECTIONS)
         self._lock = threading.Lock()
         self._bundles: dict[str, str] = {}
         self._revision = ""
+        self._version = ""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -175,6 +165,7 @@ class OPAEngine(Engine):
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002 - OPA's name
         """``POST /v1/data/<path>`` to OPA; the result, or EngineError (fail closed) on anything else."""
         target, body = self._prefix + self._data_target(path), _body(input)
+        _DECISION_ID.set(None)
         deadline = time.monotonic() + self.timeout
         for attempt in range(self.retries + 1):
             connection = self._connection()
@@ -232,35 +223,28 @@ class OPAEngine(Engine):
             parts.append(chunk)
 
     async def aevaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
-        """Async twin of :meth:`evaluate`."""
-        url, body = self.url + self._data_target(path), _body(input)
-
-        def fail(message: str) -> EngineResponseError:
-            return EngineResponseError(f"{self.shown_url}: {message}")
-
+        """Async twin of :meth:`evaluate` (one deadline for the whole call, retries included)."""
+        target, body = self._prefix + self._data_target(path), _body(input)
+        _DECISION_ID.set(None)
+        if self._closed:
+            raise EngineUnavailable(f"{self.shown_url}: the engine is closed")
         try:
             async with asyncio.timeout(self.timeout):
                 for attempt in range(self.retries + 1):
-                    with self._failures(last=attempt == self.retries):
-                        async with self._async_client().stream("POST", url, content=body, headers=_JSON) as response:
-                            check_head(response, MAX_ANSWER_BYTES, fail)
-                            data = await aread_body(response, MAX_ANSWER_BYTES, fail)
-                        return self._result(path, response.status_code, data)
+                    try:
+                        status, data = await self._pool.request("POST", target, self._headers, body,
+                                                                max_bytes=MAX_ANSWER_BYTES)
+                    except HTTPProtocolError as exc:
+                        raise EngineResponseError(f"{self.shown_url}: {exc}") from None
+                    except _ASYNC_FAILURES as exc:
+                        if isinstance(exc, ConnectionError) and attempt < self.retries:
+                            logger.debug("retrying %s after %s", self.shown_url, type(exc).__name__)
+                            continue
+                        raise self._unavailable(exc) from exc
+                    return self._result(path, status, data)
         except TimeoutError:
             raise EngineUnavailable(f"{self.shown_url}: no answer within {self.timeout} s (TimeoutError)") from None
         raise AssertionError("unreachable: the last attempt raises")
-
-    @contextlib.contextmanager
-    def _failures(self, *, last: bool) -> Iterator[None]:
-        """Translate httpx errors; a connection failure before the last attempt is swallowed, so the caller retries."""
-        try:
-            yield
-        except _RETRYABLE as exc:
-            if last:
-                raise self._unavailable(exc) from exc
-            logger.debug("retrying %s after %s", self.shown_url, type(exc).__name__)
-        except httpx.HTTPError as exc:
-            raise self._unavailable(exc) from exc
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._closed:
@@ -282,18 +266,8 @@ class OPAEngine(Engine):
             self._local.connection = None
             connection.close()
 
-    def _async_client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._closed:
-                raise EngineUnavailable(f"{self.shown_url}: the engine is closed")
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._async_clients[loop] = httpx.AsyncClient(**self._options)
-            return client
-
     def _unavailable(self, exc: Exception) -> EngineUnavailable:
-        if isinstance(exc, (httpx.TimeoutException, socket.timeout)):
+        if isinstance(exc, socket.timeout):
             return EngineUnavailable(f"{self.shown_url}: no answer within {self.timeout} s ({type(exc).__name__})")
         # The same name for a refused connection whichever transport saw it.
         name = "ConnectError" if isinstance(exc, ConnectionRefusedError) else type(exc).__name__
@@ -315,6 +289,8 @@ class OPAEngine(Engine):
         if not isinstance(body, dict):
             raise EngineResponseError(f"{where}: the response is not a JSON object")
         self._observe(body.get("provenance"))
+        decision_id = body.get("decision_id")
+        _DECISION_ID.set(decision_id if isinstance(decision_id, str) and len(decision_id) <= 128 else None)
         if "result" not in body:
             raise EngineResponseError(f"{where}: undefined (no policy at this path; is the bundle activated?)")
         result = body["result"]
@@ -322,7 +298,30 @@ class OPAEngine(Engine):
             raise EngineResponseError(f"{where}: expected an object, got {type(result).__name__}")
         return result
 
+    def health(self, *, bundles: bool = False) -> bool:
+        """Whether OPA is healthy (``bundles``: every bundle activated); opa-python-client, the extra ``[opa]``."""
+        from .opa_admin import health
+
+        return health(self.url, bundles=bundles, timeout=self.timeout, headers=self._headers)
+
+    def wait_until_ready(self, *, bundles: bool = True, timeout: float = 30.0) -> None:
+        """Block until :meth:`health` holds; EngineUnavailable after ``timeout`` seconds."""
+        from .opa_admin import wait_until_ready
+
+        wait_until_ready(self.url, bundles=bundles, timeout=timeout, headers=self._headers)
+
+    def decision_id(self) -> str | None:
+        """OPA's ``decision_id`` for the latest query of this thread or task (OPA gives one when it logs decisions)."""
+        return _DECISION_ID.get()
+
+    @property
+    def version(self) -> str:
+        """OPA's version, as its provenance reports it ("" before the first answer)."""
+        return self._version
+
     def _observe(self, provenance: Any) -> None:
+        if isinstance(provenance, dict) and isinstance(provenance.get("version"), str):
+            self._version = clean(provenance["version"], 64)
         bundles = provenance.get("bundles") if isinstance(provenance, dict) else None
         seen = {
             name: info["revision"]
@@ -340,21 +339,13 @@ class OPAEngine(Engine):
         """Close the kept-alive connections of every thread."""
         with self._lock:
             self._closed = True
-            clients = list(self._async_clients.values())
-            self._async_clients.clear()
             connections = list(self._connections)
         for connection in connections:
             connection.close()
-        # Async clients of other loops cannot be awaited from here; their pools close with their sockets.
-        del clients
+        self._pool.close()
 
     async def aclose(self) -> None:
-        """Async twin of :meth:`close`: close the asyncio connection pool."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.get(loop)
-        if client is not None:
-            await client.aclose()
+        """Async twin of :meth:`close`."""
         self.close()
 
 

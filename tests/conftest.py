@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import threading
 import time
@@ -68,51 +67,6 @@ def opa_bin() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def find_crane() -> str | None:
-    candidates = [os.environ.get("SEKUIRE_CRANE"), str(ROOT / ".tools" / "bin" / "crane"), shutil.which("crane")]
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-
-
-@pytest.fixture(scope="session")
-def crane_bin() -> str:
-    path = find_crane()
-    if path is None:
-        message = "go-containerregistry's crane is missing: run `make crane`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-@pytest.fixture()
-def oci_registry(crane_bin, tmp_path_factory) -> Iterator[str]:
-    """A real OCI registry (``crane registry serve``) on a free 127.0.0.1 port; yields ``127.0.0.1:PORT``."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("registry") / "registry.log", "wb")
-    proc = subprocess.Popen([crane_bin, "registry", "serve", "--address", f"127.0.0.1:{port}"], stdout=log, stderr=log)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"crane registry serve exited with {proc.returncode}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        if not wait_until(up):
-            raise RuntimeError("the OCI registry did not come up")
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="session")
@@ -217,19 +171,15 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def static_http_server(
-    directory: Path, handler: type[http.server.BaseHTTPRequestHandler] | None = None, tls: ssl.SSLContext | None = None
-) -> Iterator[str]:
-    """Serve ``directory`` on 127.0.0.1 (a real HTTP server, HTTPS with ``tls``); yields the base URL and stops it after."""
+def static_http_server(directory: Path, handler: type[http.server.BaseHTTPRequestHandler] | None = None) -> Iterator[str]:
+    """Serve ``directory`` on 127.0.0.1 (a real HTTP server); yields the base URL and stops it after."""
     handler_cls = handler or functools.partial(_QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
     # A short poll interval: shutdown() waits up to one interval, at every test teardown.
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -240,7 +190,7 @@ def static_http_server(
 def http_server():
     """Factory fixture around :func:`static_http_server`; every server is stopped at teardown."""
     with contextlib.ExitStack() as stack:
-        yield lambda directory, handler=None, tls=None: stack.enter_context(static_http_server(directory, handler, tls))
+        yield lambda directory, handler=None: stack.enter_context(static_http_server(directory, handler))
 
 
 @pytest.fixture()

@@ -16,8 +16,9 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("bundle", "verify and inspect OPA bundles", "bundle_cmd"),
     ("push", "validate an agent manifest against the workspace policy and push it", "push_cmd"),
     ("keys", "generate and manage signing and trusted keys", "keys_cmd"),
-    ("opa-config", "write an OPA config that pulls and verifies workspace bundles", "opa_config_cmd"),
-    ("publish", "publish signed bundles to a static site or an OCI registry", "publish_cmd"),
+    ("opa-config", "write an OPA config that pulls and verifies workspace bundles", "ops_cmd"),
+    ("publish", "write a static site serving policies, keys and bundles", "ops_cmd"),
+    ("opa", "push a policy into an OPA and read its health, bundles and revisions", "opa_cmd"),
     ("mcp-proxy", "run an MCP server behind the policy: hide denied tools, refuse their calls", "mcp_cmd"),
 )
 
@@ -44,8 +45,11 @@ EXAMPLES: dict[str, str] = {
     "keys trust": "sekuire keys trust --key-id key_prod_2 --public-key 9f1c...e07a --fingerprint SHA256:...",
     "keys list": "sekuire keys list --format json",
     "keys remove": "sekuire keys remove --key-id key_prod_1",
-    "opa-config": "sekuire opa-config --oci ghcr.io/acme/policies:prod --discovery --bearer-token-env REGISTRY_TOKEN "
+    "opa-config": "sekuire opa-config --service-url https://bundles.example.com --workspace ws_abc123 "
     "--verification-key bundle-key.pub.pem --out opa.yaml",
-    "publish": "sekuire publish --oci ghcr.io/acme/policies:prod --discovery --file policy.json --signing-key bundle-key.pem",
+    "publish": "sekuire publish --site site/ --file policy.json --signing-key bundle-key.pem",
+    "opa": "sekuire opa status --url http://127.0.0.1:8181",
+    "opa push": "sekuire opa push --url http://127.0.0.1:8181 --file policy.json --keyring keyring.json",
+    "opa status": "sekuire opa status --url http://127.0.0.1:8181 --format json",
     "mcp-proxy": "sekuire mcp-proxy --file policy.json -- npx -y @modelcontextprotocol/server-filesystem /srv",
 }

@@ -1,70 +1,78 @@
-"""The discovery bundle: one signed bundle whose data is the OPA configuration naming every workspace bundle.
+"""OPA discovery for a fleet: a signed discovery bundle naming every workspace bundle of the site, and its bootstrap.
 
-OPA's discovery plugin downloads it, verifies its signature with the key of
-the bootstrap config, evaluates ``data.sekuire.discovery.config`` and applies
-the result: a ``bundles`` entry per workspace (``sekuire-<ws>``), each naming
-the bootstrap's ``sekuire`` service and requiring that key's signature. The
-discovered configuration carries no keys and no services: the trust anchor and
-the credentials stay in the bootstrap file (``opa-config --discovery``), which
-discovery cannot change, so a fleet's OPAs need only that one small file.
+``sekuire publish --discovery`` writes ``discovery/sekuire.tar.gz`` beside the
+workspace bundles: a bundle whose data, under ``sekuire/discovery``, is the
+part of OPA's configuration that changes as workspaces come and go (one
+``bundles`` entry per ``bundles/<ws>.tar.gz`` in the site, each verified with
+the signing key id). ``sekuire opa-config --discovery`` writes the small
+bootstrap every OPA of the fleet starts with: the service, the verification
+key, and where to find and how to verify the discovery bundle. Adding a
+workspace is then a publish: every OPA picks it up on its next discovery poll.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from ..bundle.tarball import FileSigner, build_bundle
-from ..policy.canonical import canonical_json
-from ..version import __version__
-from .layout import DISCOVERY_ROOT, Polling, bundle_entry, bundle_name
+from ..errors import CompileError
+from ..files import atomic_write
+from ..rego.library import bundle_name, check_workspace_id
+from .opaconfig import DEFAULT_SERVICE, DISCOVERY_DECISION, DISCOVERY_RESOURCE, bundle_resource
 
-__all__ = ["DiscoveryBundle", "build_discovery_bundle", "discovery_config"]
-
-
-def discovery_config(
-    resources: Mapping[str, str], polling: Polling, *, key_id: str | None, scope: str | None = None
-) -> dict[str, Any]:
-    """The configuration OPA derives: ``resources`` maps each workspace id to where its bundle lives."""
-    return {
-        "bundles": {
-            bundle_name(ws): bundle_entry(resource, polling, key_id=key_id, scope=scope)
-            for ws, resource in sorted(resources.items())
-        }
-    }
+__all__ = ["discovered_config", "site_workspaces", "write_discovery"]
 
 
 @dataclass(frozen=True)
-class DiscoveryBundle:
-    """The bundle's parts (what :func:`~sekuire.compiler.bundle.tarball.build_bundle` takes)."""
+class _Source:
+    data: Mapping[str, Any]
+    manifest: Mapping[str, Any]
+    modules: Mapping[str, str] = field(default_factory=dict)
 
-    config: dict[str, Any]
-    modules: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def revision(self) -> str:
-        """``discovery-<first 16 hex of the SHA-256 of the canonical config>``: changes exactly when the config does."""
-        return "discovery-" + hashlib.sha256(canonical_json(self.config)).hexdigest()[:16]
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return {"sekuire": {"discovery": {"config": self.config}}}
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return {
-            "revision": self.revision,
-            "roots": [DISCOVERY_ROOT],
-            "rego_version": 1,
-            "metadata": {"compiler_version": __version__},
+def discovered_config(workspaces: list[str], key_id: str | None, *, min_delay: int = 60, max_delay: int = 120) -> dict[str, Any]:
+    """The configuration OPA discovers: one verified bundle per workspace, from the bootstrap's service."""
+    bundles: dict[str, Any] = {}
+    for ws in sorted(workspaces):
+        entry: dict[str, Any] = {
+            "service": DEFAULT_SERVICE,
+            "resource": bundle_resource(ws),
+            "persist": False,
+            "polling": {"min_delay_seconds": min_delay, "max_delay_seconds": max_delay},
         }
+        if key_id is not None:
+            entry["signing"] = {"keyid": key_id}
+        bundles[bundle_name(ws)] = entry
+    return {"bundles": bundles}
 
 
-def build_discovery_bundle(
-    resources: Mapping[str, str], polling: Polling, *, signer: FileSigner | None, key_id: str | None, scope: str | None = None
-) -> tuple[bytes, str]:
-    """The discovery bundle (signed by ``signer`` if given) and its revision."""
-    bundle = DiscoveryBundle(config=discovery_config(resources, polling, key_id=key_id, scope=scope))
-    return build_bundle(bundle, signer=signer), bundle.revision
+def site_workspaces(site: str | os.PathLike[str]) -> list[str]:
+    """The workspaces whose bundles the site holds (``bundles/<ws>.tar.gz``)."""
+    folder = Path(site) / "bundles"
+    names = [unquote(path.name.removesuffix(".tar.gz")) for path in folder.glob("*.tar.gz")] if folder.is_dir() else []
+    return sorted(check_workspace_id(name) for name in names)
+
+
+def write_discovery(site: str | os.PathLike[str], signer: FileSigner | None, key_id: str | None, *,
+                    min_delay: int = 60, max_delay: int = 120) -> Path:
+    """Write the site's discovery bundle (signed with ``signer``) naming every workspace bundle in it."""
+    if min_delay <= 0 or max_delay < min_delay:
+        raise CompileError("polling delays must satisfy 0 < min <= max")
+    config = discovered_config(site_workspaces(site), key_id, min_delay=min_delay, max_delay=max_delay)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    data: dict[str, Any] = config
+    for segment in reversed(DISCOVERY_DECISION.split("/")):
+        data = {segment: data}
+    manifest = {"revision": f"sekuire-discovery-{digest}", "roots": [DISCOVERY_DECISION], "rego_version": 1}
+    bundle = build_bundle(_Source(data=data, manifest=manifest), signer=signer)
+    path = Path(site) / DISCOVERY_RESOURCE
+    if not (path.is_file() and path.read_bytes() == bundle):  # unchanged: keep the host's ETag
+        atomic_write(path, bundle)
+    return path

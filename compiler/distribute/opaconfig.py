@@ -1,19 +1,11 @@
-"""OPA configuration for a fleet that pulls sekuire bundles: from a bundle server, an OCI registry, or by discovery.
+"""OPA configuration for a fleet that pulls sekuire bundles from a bundle server or a static site.
 
 The result is plain OPA configuration (``opa run --server --config-file opa.yaml``):
-
-- the bundle service (``sekuire``): an HTTP(S) bundle server or static site, an
-  S3 bucket (``s3_signing``), or an OCI registry (``type: oci``), with its
-  credentials (:mod:`.credentials`);
-- either one bundle per workspace (``sekuire-<ws>``), or a ``discovery`` section
-  that makes OPA fetch the signed discovery bundle ``publish --discovery``
-  wrote and take the workspace bundles from it (:mod:`.discovery`);
-- the key that verifies every signature, and ``signing`` on every bundle;
-- optionally decision logs (console, the bundle service, or a service of their
-  own) and status reports to a service of their own.
-
-Bundles use distinct roots (``sekuire/workspaces/<ws>``), so the fleet's own
-bundles can sit beside them.
+one service (with credentials: :mod:`.credentials`), one bundle resource per
+workspace (``bundles/<ws>.tar.gz``, the layout ``sekuire publish`` writes), the
+public key that verifies the bundle signatures, and optionally decision logs and
+status reports (to that service or to their own), persistence and long polling. Bundles use distinct roots
+(``sekuire/workspaces/<ws>``), so the fleet's own bundles can sit beside them.
 """
 
 from __future__ import annotations
@@ -24,161 +16,160 @@ from typing import Any
 import yaml
 
 from ..bundle.keys import check_algorithm
-from ..errors import DistributionError
-from .credentials import Credentials, service_entry
-from .layout import (
-    DEFAULT_KEY_ID,
-    DEFAULT_SERVICE,
-    DISCOVERY_DECISION,
-    DISCOVERY_NAME,
-    DISCOVERY_RESOURCE,
-    Polling,
-    bundle_entry,
-    bundle_name,
-    bundle_resource,
-    check_config_algorithm,
-)
-from .oci import parse_oci_reference
+from ..errors import CompileError
+from ..version import OPA_VERSION
+from ..rego.library import bundle_name, check_workspace_id
+from .credentials import Credentials, service
+from .oci import OCIReference
 
 __all__ = [
-    "DECISION_LOGS_SERVICE",
+    "CONFIG_REFUSES",
+    "DEFAULT_KEY_ID",
+    "DEFAULT_SERVICE",
+    "DISCOVERY_DECISION",
+    "DISCOVERY_RESOURCE",
+    "LOGS_SERVICE",
     "OPAConfigOptions",
     "STATUS_SERVICE",
+    "bundle_name",
+    "bundle_resource",
     "opa_config",
     "opa_config_yaml",
 ]
 
-DECISION_LOGS_SERVICE = "sekuire-decision-logs"
+#: OPA's own default key id (``opa run --verification-key-id`` and ``opa build`` use "default").
+DEFAULT_KEY_ID = "default"
+DEFAULT_SERVICE = "sekuire"
+#: Where ``publish --discovery`` puts the discovery bundle in the site, and the data path OPA evaluates in it.
+DISCOVERY_RESOURCE = "discovery/sekuire.tar.gz"
+DISCOVERY_DECISION = "sekuire/discovery"
+#: Bundle-signing algorithms OPA verifies from the command line but not from its config (``unsupported algorithm``).
+CONFIG_REFUSES = frozenset({"EdDSA"})
+#: The services of --decision-logs-url and --status-url.
+LOGS_SERVICE = "sekuire-logs"
 STATUS_SERVICE = "sekuire-status"
-#: Decision-log uploads every 5-10 s (OPA's default is 300-600 s, too slow to watch an agent's decisions).
-_LOG_REPORTING = {"min_delay_seconds": 5, "max_delay_seconds": 10}
+_ASYMMETRIC = ("RS", "PS", "ES")
 
 
 @dataclass(frozen=True)
 class OPAConfigOptions:
-    """What ``sekuire opa-config`` writes; each field is one flag of the command."""
+    """What ``sekuire opa-config`` writes: the service, the workspaces, how OPA verifies and polls their bundles."""
 
-    workspaces: tuple[str, ...] = ()
-    service_url: str | None = None
-    #: ``REGISTRY/REPOSITORY[:TAG]`` as given to ``publish --oci`` (instead of ``service_url``).
-    oci: str | None = None
-    #: The registry speaks plain HTTP (a loopback test registry): an explicit choice, never a fallback.
-    plain_http: bool = False
-    #: Bootstrap config: the workspaces come from the discovery bundle ``publish --discovery`` wrote.
-    discovery: bool = False
+    service_url: str
+    workspaces: tuple[str, ...]
     verification_key: str | None = None  # PEM public key, or the HMAC secret for HS* algorithms
     signing_alg: str = "RS256"
     key_id: str = DEFAULT_KEY_ID
     scope: str | None = None
-    polling: Polling = field(default_factory=Polling)
-    persistence_directory: str | None = None
-    credentials: Credentials = field(default_factory=Credentials)
+    min_delay_seconds: int = 60
+    max_delay_seconds: int = 120
     decision_logs: str | None = None  # None, "console" or "service"
-    decision_logs_url: str | None = None
-    decision_logs_credentials: Credentials = field(default_factory=Credentials)
-    status_url: str | None = None
-    status_credentials: Credentials = field(default_factory=Credentials)
     service_headers: dict[str, str] = field(default_factory=dict)
     #: Without a verification key OPA activates unsigned bundles: refused unless this is set (an explicit flag).
     allow_unsigned_bundles: bool = False
+    #: How OPA authenticates to the bundle service (and, unless they have their own, the log and status services).
+    credentials: Credentials | None = None
+    #: A separate service for decision logs (implies decision_logs="service") and one for status reports.
+    decision_logs_url: str | None = None
+    status_url: str | None = None
+    #: OPA keeps the last activated bundles on disk and starts from them when the service is down.
+    persist: bool = False
+    persistence_directory: str | None = None
+    #: Long polling: OPA holds a request open this long, the server answers when the bundle changes.
+    long_polling_timeout_seconds: int | None = None
+    #: A bootstrap config: the bundles come from the site's discovery bundle (``publish --discovery``), not from here.
+    discovery: bool = False
+    #: Pull the bundles from an OCI registry (``REGISTRY/REPOSITORY[:TAG]``, as ``publish --oci`` pushed them);
+    #: ``oci_plain_http`` for a registry without TLS (a loopback test registry).
+    oci: str | None = None
+    oci_plain_http: bool = False
 
 
-def _http_url(url: str, flag: str) -> str:
-    if url.startswith("s3://"):
-        raise DistributionError(
-            f"{flag}: OPA fetches S3 over HTTPS: give https://BUCKET.s3.REGION.amazonaws.com[/PREFIX] with --s3-signing"
-        )
-    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
-        raise DistributionError(f"{flag}: {url!r} is not an http(s) URL")
-    return url
-
-
-def _bundle_service(options: OPAConfigOptions) -> tuple[dict[str, Any], list[str], str | None]:
-    """The bundle service entry, each workspace's resource, and the discovery resource."""
-    if (options.service_url is None) == (options.oci is None):
-        raise DistributionError("give exactly one of --service-url and --oci")
-    if options.oci is not None:
-        reference = parse_oci_reference(options.oci)
-        if options.credentials.s3_signing:
-            raise DistributionError("--s3-signing: an OCI registry is not an S3 bucket")
-        url = f"{'http' if options.plain_http else 'https'}://{reference.registry}"
-        entry = service_entry(url, options.credentials, oci=True)
-        return entry, [reference.workspace(ws) for ws in options.workspaces], str(reference)
-    if options.plain_http:
-        raise DistributionError("--plain-http is for --oci registries; a --service-url says its own scheme")
-    entry = service_entry(_http_url(options.service_url or "", "--service-url"), options.credentials)
-    return entry, [bundle_resource(ws) for ws in options.workspaces], DISCOVERY_RESOURCE
+def bundle_resource(workspace_id: str) -> str:
+    """Where a workspace's bundle lives on the bundle server (the layout ``sekuire publish`` writes)."""
+    return f"bundles/{check_workspace_id(workspace_id)}.tar.gz"
 
 
 def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
-    """The OPA configuration document; DistributionError (BundleError for the algorithm) on anything OPA would refuse."""
-    if options.discovery and options.workspaces:
-        raise DistributionError("--discovery: the workspaces come from the discovery bundle; drop --workspace")
-    if not options.discovery and not options.workspaces:
-        raise DistributionError("give --workspace (one per workspace) or --discovery")
-    polling = options.polling.check()
-    check_config_algorithm(check_algorithm(options.signing_alg))
+    """The OPA configuration document; CompileError (or BundleError for the algorithm) on anything OPA would refuse."""
+    if not options.workspaces and not options.discovery:
+        raise CompileError("at least one workspace is needed (or --discovery)")
+    if options.min_delay_seconds <= 0 or options.max_delay_seconds < options.min_delay_seconds:
+        raise CompileError("polling delays must satisfy 0 < min <= max")
+    check_algorithm(options.signing_alg)
+    if options.signing_alg in CONFIG_REFUSES:
+        raise CompileError(
+            f"--signing-alg {options.signing_alg}: OPA {OPA_VERSION} verifies such bundles with `opa run "
+            "--verification-key`, but its configuration's keys refuse the algorithm (OPA would not start); "
+            "sign a config-driven fleet's bundles with RS256, PS256 or ES256"
+        )
     if options.verification_key is None and not options.allow_unsigned_bundles:
-        raise DistributionError(
+        raise CompileError(
             "no verification key: OPA would activate unsigned bundles; give --verification-key "
             "(or --allow-unsigned-bundles to write such a config on purpose)"
         )
-    service, resources, discovery_resource = _bundle_service(options)
-    if options.service_headers:
-        service["headers"] = dict(options.service_headers)
-    config: dict[str, Any] = {"services": {DEFAULT_SERVICE: service}}
-    key_id = options.key_id if options.verification_key is not None else None
+    if options.long_polling_timeout_seconds is not None and options.long_polling_timeout_seconds <= 0:
+        raise CompileError("--long-polling must be a positive number of seconds")
+    oci = OCIReference.parse(options.oci) if options.oci else None
+    if oci is not None and options.discovery:
+        raise CompileError("--oci and --discovery cannot be combined")
+    bundle_service = service(
+        f"{'http' if options.oci_plain_http else 'https'}://{oci.registry}" if oci else options.service_url,
+        options.credentials, options.service_headers,
+    )
+    if oci is not None:
+        bundle_service["type"] = "oci"
+    config: dict[str, Any] = {"services": {DEFAULT_SERVICE: bundle_service}, "bundles": {}}
+    polling: dict[str, Any] = {
+        "min_delay_seconds": options.min_delay_seconds,
+        "max_delay_seconds": options.max_delay_seconds,
+    }
+    if options.long_polling_timeout_seconds is not None:
+        polling["long_polling_timeout_seconds"] = options.long_polling_timeout_seconds
     if options.discovery:
-        config["discovery"] = {
-            "name": DISCOVERY_NAME,
+        config["discovery"] = {"service": DEFAULT_SERVICE, "resource": DISCOVERY_RESOURCE, "decision": DISCOVERY_DECISION,
+                               "polling": dict(polling)}
+        if options.verification_key is not None:
+            config["discovery"]["signing"] = {"keyid": options.key_id}
+    for ws in () if options.discovery else options.workspaces:
+        bundle: dict[str, Any] = {
             "service": DEFAULT_SERVICE,
-            "resource": discovery_resource,
-            "decision": DISCOVERY_DECISION,
-            "persist": polling.persist,
-            "polling": {"min_delay_seconds": polling.min_delay_seconds, "max_delay_seconds": polling.max_delay_seconds},
+            "resource": oci.for_workspace(ws) if oci else bundle_resource(ws),
+            "persist": options.persist,
+            "polling": dict(polling),
         }
-        if key_id is not None:
-            config["discovery"]["signing"] = {"keyid": key_id, **({"scope": options.scope} if options.scope else {})}
-    else:
-        config["bundles"] = {
-            bundle_name(ws): bundle_entry(resource, polling, key_id=key_id, scope=options.scope)
-            for ws, resource in zip(options.workspaces, resources, strict=True)
-        }
+        if options.verification_key is not None:
+            signing: dict[str, Any] = {"keyid": options.key_id}
+            if options.scope:
+                signing["scope"] = options.scope
+            bundle["signing"] = signing
+        config["bundles"][bundle_name(ws)] = bundle
+    if options.discovery:
+        del config["bundles"]  # they come from the discovery bundle
     if options.verification_key is not None:
-        key: dict[str, Any] = {"algorithm": options.signing_alg, "key": options.verification_key}
+        config["keys"] = {options.key_id: {"algorithm": options.signing_alg, "key": options.verification_key}}
         if options.scope:
-            key["scope"] = options.scope
-        config["keys"] = {options.key_id: key}
-    _reporting(options, config)
-    if options.persistence_directory is not None:
+            config["keys"][options.key_id]["scope"] = options.scope
+    logs = options.decision_logs or ("service" if options.decision_logs_url else None)
+    if options.decision_logs_url:
+        if options.decision_logs == "console":
+            raise CompileError("--decision-logs console and --decision-logs-url cannot be combined")
+        config["services"][LOGS_SERVICE] = service(options.decision_logs_url, options.credentials)
+    if logs == "console":
+        config["decision_logs"] = {"console": True}
+    elif logs == "service":
+        target = LOGS_SERVICE if options.decision_logs_url else DEFAULT_SERVICE
+        config["decision_logs"] = {"service": target, "reporting": {"min_delay_seconds": 5, "max_delay_seconds": 10}}
+    elif logs is not None:
+        raise CompileError(f"decision logs must be 'console' or 'service', not {logs!r}")
+    if options.status_url:
+        config["services"][STATUS_SERVICE] = service(options.status_url, options.credentials)
+        config["status"] = {"service": STATUS_SERVICE}
+    if options.persistence_directory:
+        if not options.persist:
+            raise CompileError("--persistence-dir needs --persist")
         config["persistence_directory"] = options.persistence_directory
     return config
-
-
-def _reporting(options: OPAConfigOptions, config: dict[str, Any]) -> None:
-    """Decision logs and status: to the console, the bundle service, or services of their own."""
-    if options.decision_logs not in (None, "console", "service"):
-        raise DistributionError(f"--decision-logs must be 'console' or 'service', not {options.decision_logs!r}")
-    if options.decision_logs_url is not None:
-        if options.decision_logs == "console":
-            raise DistributionError("--decision-logs console and --decision-logs-url: give one")
-        url = _http_url(options.decision_logs_url, "--decision-logs-url")
-        config["services"][DECISION_LOGS_SERVICE] = service_entry(
-            url, options.decision_logs_credentials, flag="--decision-logs-"
-        )
-        config["decision_logs"] = {"service": DECISION_LOGS_SERVICE, "reporting": dict(_LOG_REPORTING)}
-    elif not options.decision_logs_credentials.empty:
-        raise DistributionError("--decision-logs-* credentials need --decision-logs-url")
-    elif options.decision_logs == "console":
-        config["decision_logs"] = {"console": True}
-    elif options.decision_logs == "service":
-        config["decision_logs"] = {"service": DEFAULT_SERVICE, "reporting": dict(_LOG_REPORTING)}
-    if options.status_url is not None:
-        url = _http_url(options.status_url, "--status-url")
-        config["services"][STATUS_SERVICE] = service_entry(url, options.status_credentials, flag="--status-")
-        config["status"] = {"service": STATUS_SERVICE}
-    elif not options.status_credentials.empty:
-        raise DistributionError("--status-* credentials need --status-url")
 
 
 class _Dumper(yaml.SafeDumper):
