@@ -120,3 +120,25 @@ def test_reporting_services_keep_the_client_certificate_over_https(tmp_path, rsa
     assert services["sekuire-logs"]["credentials"] == services["sekuire"]["credentials"]  # the OPA's identity
     assert services["sekuire-logs"]["tls"] == services["sekuire"]["tls"]
     assert "credentials" not in services["sekuire-status"] and "tls" not in services["sekuire-status"]  # plain http
+
+
+def test_a_basic_scheme_token_reaches_the_host_as_written(tmp_path, rsa_keys, site, opa_server, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("SEKUIRE_TEST_BASIC", "dXNlcjpwYXNzd29yZA==")  # base64 of user:password, as an HTTP host wants it
+    with _host(site, required=("Authorization", "Basic dXNlcjpwYXNzd29yZA==")) as (url, seen):
+        config = _config(tmp_path, rsa_keys, url, "--bearer-token-env", "SEKUIRE_TEST_BASIC", "--bearer-scheme", "Basic")
+        assert yaml.safe_load(config.read_text())["services"]["sekuire"]["credentials"] == {
+            "bearer": {"token": "${SEKUIRE_TEST_BASIC}", "scheme": "Basic"}
+        }
+        with opa_server(["--config-file", str(config)]).start(health_query="?bundles") as opa:
+            _decides(opa)
+    assert "dXNlcjpwYXNzd29yZA" not in config.read_text()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bearer-scheme", "Basic"], "--bearer-scheme needs --bearer-token-file or --bearer-token-env"),
+    (["--bearer-token-env", "T", "--bearer-scheme", "Basic realm"], "--bearer-scheme must be an HTTP authentication scheme"),
+])
+def test_bad_schemes_are_refused(flags, message, tmp_path, rsa_keys, capsys):  # noqa: F811
+    assert cli("opa-config", "--service-url", "https://b.example", "--workspace", "ws_abc123",
+               "--verification-key", rsa_keys[1], *flags) == 1
+    assert message in capsys.readouterr().err

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     creds = config.add_argument_group("credentials (one type; OPA reads the secrets, the config holds none)")
     creds.add_argument("--bearer-token-file", metavar="FILE", help="a file holding the bearer token (re-read by OPA)")
     creds.add_argument("--bearer-token-env", metavar="VAR", help="an environment variable holding the bearer token")
+    creds.add_argument("--bearer-scheme", metavar="SCHEME",
+                       help="the token's scheme (OPA's default: Bearer; Basic with user:password for a registry)")
     creds.add_argument("--client-cert", metavar="FILE", help="PEM client certificate for mTLS (with --client-key)")
     creds.add_argument("--client-key", metavar="FILE", help="PEM private key of --client-cert")
     creds.add_argument("--ca-cert", metavar="FILE", help="PEM CA certificate the services' TLS certificates chain to")
@@ -122,6 +124,7 @@ def _opa_config(args: argparse.Namespace) -> int:
             allow_unsigned_bundles=args.allow_unsigned_bundles,
             credentials=Credentials(
                 bearer_token_file=_absolute(args.bearer_token_file), bearer_token_env=args.bearer_token_env,
+                bearer_scheme=args.bearer_scheme,
                 client_cert=_absolute(args.client_cert), client_key=_absolute(args.client_key),
                 ca_cert=_absolute(args.ca_cert), s3_signing=args.s3_signing,
             ),

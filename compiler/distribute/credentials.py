@@ -19,6 +19,7 @@ from ..errors import CompileError
 __all__ = ["Credentials", "is_loopback", "service"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*")  # an HTTP token (RFC 9110)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Credentials:
     client_key: str | None = None
     ca_cert: str | None = None
     s3_signing: bool = False
+    #: The token's scheme (OPA's default: Bearer); ``Basic`` with ``user:password`` for a registry (OPA encodes it).
+    bearer_scheme: str | None = None
 
     def check(self) -> None:
         """CompileError naming the flags when the combination is not one OPA can use."""
@@ -42,6 +45,11 @@ class Credentials:
             raise CompileError(f"one credentials type a service: {' and '.join(chosen)} cannot be combined")
         if bool(self.client_cert) != bool(self.client_key):
             raise CompileError("--client-cert and --client-key go together")
+        if self.bearer_scheme is not None:
+            if not (self.bearer_token_file or self.bearer_token_env):
+                raise CompileError("--bearer-scheme needs --bearer-token-file or --bearer-token-env")
+            if not _SCHEME.fullmatch(self.bearer_scheme):
+                raise CompileError(f"--bearer-scheme must be an HTTP authentication scheme, not {self.bearer_scheme!r}")
         if self.bearer_token_env is not None and not _ENV_NAME.fullmatch(self.bearer_token_env):
             raise CompileError(f"--bearer-token-env must name an environment variable, not {self.bearer_token_env!r}")
 
@@ -59,10 +67,11 @@ class Credentials:
 
     def as_opa(self) -> dict[str, Any]:
         """OPA's ``credentials`` object for a service ({} for none)."""
+        scheme = {"scheme": self.bearer_scheme} if self.bearer_scheme else {}
         if self.bearer_token_file:
-            return {"bearer": {"token_path": self.bearer_token_file}}
+            return {"bearer": {"token_path": self.bearer_token_file, **scheme}}
         if self.bearer_token_env:
-            return {"bearer": {"token": "${" + self.bearer_token_env + "}"}}
+            return {"bearer": {"token": "${" + self.bearer_token_env + "}", **scheme}}
         if self.client_cert and self.client_key:
             return {"client_tls": {"cert": self.client_cert, "private_key": self.client_key}}
         if self.s3_signing:
