@@ -76,9 +76,10 @@ properties-deep: setup opa
 	SEKUIRE_HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider --hypothesis-seed=$$seed \
 		tests/test_properties.py tests/test_normalize_oracle.py
 
-# Mutation testing (not in CI): Rego mutants of policies/rego, each against opa test, then the corpus and the
-# differential test; a table, survivors with their diff, JSON under build/mutate/. A full run takes hours on
-# 2 cores: MUTATE_ARGS="--max 40 --seed 1" samples, "--only network" picks a template.
+# Mutation testing (not in CI): Rego mutants of policies/rego (each against opa test, then the corpus, differential,
+# batch and explanation tests) and Python mutants of the security core (mutmut 2.5, in place, restored from git);
+# tables, survivors with their diff, JSON under build/mutate/. A full run takes hours on 2 cores:
+# MUTATE_ARGS="--half rego --max 40 --seed 1" samples, "--only network" picks a template, "--half python --budget 600".
 mutate: setup opa
 	$(BIN)/python -m tests.mutate $(MUTATE_ARGS)
 

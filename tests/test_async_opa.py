@@ -12,16 +12,17 @@ import asyncio
 import http.server
 import json
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sekuire.compiler import load_policy
 from sekuire.runtime import OPAEngine, PolicyEnforcer
 from sekuire.runtime.errors import EngineResponseError, EngineUnavailable
 
+from .conftest import static_http_server
 from .security_support import serve_bundles, signed_bundle
 from .test_opa_admin import ACTIONS
 from .test_opa_config_services import _pki
@@ -79,17 +80,8 @@ def _closes_after(handler: http.server.BaseHTTPRequestHandler) -> None:
 def _server(answer: Callable, tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, list[int]]]:
     connections: list[int] = []
     handler = type("OPA", (_OPA,), {"connections": connections, "answer": staticmethod(answer)})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}", connections
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with static_http_server(Path("."), handler, tls=tls) as url:
+        yield url, connections
 
 
 def _run(engine: OPAEngine, times: int, concurrency: int = 1) -> list[dict]:

@@ -18,7 +18,7 @@ from sekuire.compiler.bundle.tarball import load_bundle
 from sekuire.compiler.cli import main
 
 from .conftest import static_http_server, wait_until
-from .test_opa_integration import CODING, KEYRING, RESEARCH, cli, query, rsa_keys  # noqa: F401 - rsa_keys is a fixture
+from .test_opa_integration import CODING, KEYRING, RESEARCH, cli, query
 
 CODING_DECISION = "sekuire/workspaces/ws_abc123/decision"
 RESEARCH_DECISION = "sekuire/workspaces/ws-research-eu/decision"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, free_port, wait_until
+from .conftest import ROOT, free_port, tool_or_skip, wait_until
 from .test_opa_integration import CODING, KEYRING, RESEARCH, cli, query
 
 DECISION = "sekuire/workspaces/ws_abc123/decision"
@@ -33,12 +33,7 @@ def _crane() -> str | None:
 @pytest.fixture()
 def registry(tmp_path) -> Iterator[str]:
     """``crane registry serve`` on a loopback port of its own; stopped after the test."""
-    crane = _crane()
-    if crane is None:
-        message = "crane is missing: run `make crane`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    crane = tool_or_skip(_crane(), "crane")
     port = free_port()
     log = open(tmp_path / "registry.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen([crane, "registry", "serve", "--address", f"127.0.0.1:{port}"], stdout=log,

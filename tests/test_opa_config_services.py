@@ -18,7 +18,6 @@ import functools
 import http.server
 import ipaddress
 import ssl
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,8 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .conftest import wait_until
-from .test_opa_integration import CODING, KEYRING, cli, query, rsa_keys  # noqa: F401 - rsa_keys is a fixture
+from .conftest import static_http_server, wait_until
+from .test_opa_integration import CODING, KEYRING, cli, query
 
 TOKEN = "s3cr3t-token-for-tests"
 DECISION = "sekuire/workspaces/ws_abc123/decision"
@@ -66,17 +65,8 @@ def _host(site: Path, *, required: tuple[str, str] | None = None,
           tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
     seen: list[tuple[str, str, dict[str, str]]] = []
     handler = type("Host", (_Host,), {"seen": seen, "required": required})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(site)))
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with static_http_server(site, functools.partial(handler, directory=str(site)), tls=tls) as url:
+        yield url, seen
 
 
 @pytest.fixture()

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from sekuire.compiler import load_policy, sign_document
 from sekuire.compiler.bundle.tarball import load_bundle
@@ -38,13 +37,6 @@ ACTIONS = [
 
 def cli(*argv: str) -> int:
     return main([str(a) for a in argv])
-
-
-@pytest.fixture(scope="module")
-def rsa_keys(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("keys")
-    assert cli("keys", "generate", "--key-id", "default", "--algorithm", "RS256", "--out", folder / "bundle") == 0
-    return folder / "bundle.pem", folder / "bundle.pub.pem"
 
 
 def query(url: str, path: str, action: dict) -> dict:
