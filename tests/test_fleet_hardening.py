@@ -18,7 +18,7 @@ from .backend_server import signed_policy
 from .conftest import wait_until
 from .test_oci import _answers, _keys, registry  # noqa: F401 - registry is a fixture
 from .test_opa_config_services import _config, _decides, _host, site  # noqa: F401 - site is a fixture
-from .test_opa_integration import CODING, KEYRING, RESEARCH, cli, query, rsa_keys  # noqa: F401 - rsa_keys is a fixture
+from .test_opa_integration import CODING, KEYRING, RESEARCH, cli, query
 
 BUNDLE_TOKEN = "registry-or-bundle-host-token"
 LOGS_TOKEN = "log-collector-token"
