@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..bundle.tarball import build_bundle
 from ..distribute.credentials import Credentials
-from ..distribute.opaconfig import DEFAULT_KEY_ID, OPAConfigOptions, opa_config_yaml
+from ..distribute.opaconfig import CONFIG_REFUSES, DEFAULT_KEY_ID, OPAConfigOptions, opa_config_yaml
 from ..distribute.publish import Publication, publish_site
 from ..errors import SekuireError
 from ..files import atomic_write, read_limited
@@ -41,11 +41,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     creds = config.add_argument_group("credentials (one type; OPA reads the secrets, the config holds none)")
     creds.add_argument("--bearer-token-file", metavar="FILE", help="a file holding the bearer token (re-read by OPA)")
     creds.add_argument("--bearer-token-env", metavar="VAR", help="an environment variable holding the bearer token")
+    creds.add_argument("--bearer-scheme", metavar="SCHEME",
+                       help="the token's scheme (OPA's default: Bearer; Basic with user:password for a registry)")
     creds.add_argument("--client-cert", metavar="FILE", help="PEM client certificate for mTLS (with --client-key)")
     creds.add_argument("--client-key", metavar="FILE", help="PEM private key of --client-cert")
     creds.add_argument("--ca-cert", metavar="FILE", help="PEM CA certificate the services' TLS certificates chain to")
     creds.add_argument("--s3-signing", action="store_true",
                        help="sign requests with AWS SigV4 from the environment (AWS_ACCESS_KEY_ID, ...)")
+    for service in ("decision-logs", "status"):
+        own = config.add_argument_group(f"--{service}-url credentials (its own token; never the bundle service's)")
+        own.add_argument(f"--{service}-bearer-token-file", metavar="FILE", help=f"a file holding the {service} service's token")
+        own.add_argument(f"--{service}-bearer-token-env", metavar="VAR", help="an environment variable holding that token")
     config.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     _add_unsigned_option(config, "write a config without a signing block: OPA then activates UNSIGNED bundles (unsafe)")
     config.set_defaults(handler=_opa_config)
@@ -82,6 +88,13 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).absolute()) if path else None
 
 
+def _own_token(args: argparse.Namespace, service: str) -> Credentials | None:
+    token_file, token_env = getattr(args, f"{service}_bearer_token_file"), getattr(args, f"{service}_bearer_token_env")
+    if token_file is None and token_env is None:
+        return None
+    return Credentials(bearer_token_file=_absolute(token_file), bearer_token_env=token_env)
+
+
 def _add_unsigned_option(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument("--allow-unsigned-bundles", action="store_true", help=text)
 
@@ -111,11 +124,14 @@ def _opa_config(args: argparse.Namespace) -> int:
             allow_unsigned_bundles=args.allow_unsigned_bundles,
             credentials=Credentials(
                 bearer_token_file=_absolute(args.bearer_token_file), bearer_token_env=args.bearer_token_env,
+                bearer_scheme=args.bearer_scheme,
                 client_cert=_absolute(args.client_cert), client_key=_absolute(args.client_key),
                 ca_cert=_absolute(args.ca_cert), s3_signing=args.s3_signing,
             ),
             decision_logs_url=args.decision_logs_url,
+            decision_logs_credentials=_own_token(args, "decision_logs"),
             status_url=args.status_url,
+            status_credentials=_own_token(args, "status"),
             persist=args.persist,
             persistence_directory=_absolute(args.persistence_dir),
             long_polling_timeout_seconds=args.long_polling,
@@ -144,6 +160,11 @@ def _publish(args: argparse.Namespace) -> int:
                 "(or --allow-unsigned-bundles to publish unsigned bundles on purpose)"
             )
         _warn_unsigned("publish")
+    elif (args.oci or args.discovery) and signer.alg in CONFIG_REFUSES:
+        raise SekuireError(
+            f"--signing-alg {signer.alg}: only an OPA config pulls --oci and --discovery bundles, and OPA's config "
+            "refuses that algorithm's key (it verifies it for `opa run --bundle` files only); use RS256, PS256 or ES256"
+        )
     publications = []
     for file in args.file:
         policy = policy_from(args, file)
@@ -158,10 +179,21 @@ def _publish(args: argparse.Namespace) -> int:
         from ..distribute.oci import OCIReference, push_bundle
 
         target = OCIReference.parse(args.oci)
-        for item in publications:
-            reference = target.for_workspace(item.policy.workspace_id)
+        if args.discovery and (args.polling_min <= 0 or args.polling_max < args.polling_min):
+            raise SekuireError("polling delays must satisfy 0 < min <= max")
+        # every reference is checked before the first push: a bad id never leaves a fleet half-published
+        references = [target.for_workspace(item.policy.workspace_id) for item in publications]
+        for item, reference in zip(publications, references, strict=True):
             push_bundle(reference, item.bundle, plain_http=args.oci_plain_http)
             print(f"Pushed the bundle of workspace {item.policy.workspace_id} to {reference}")
+        if args.discovery:  # after the bundles it names
+            from ..distribute.discovery import discovered_config, discovery_bundle
+
+            workspaces = [item.policy.workspace_id for item in publications]
+            config = discovered_config(workspaces, signer.key_id if signer else None, min_delay=args.polling_min,
+                                       max_delay=args.polling_max, resources=dict(zip(workspaces, references, strict=True)))
+            push_bundle(target.discovery, discovery_bundle(config, signer), plain_http=args.oci_plain_http)
+            print(f"Pushed the discovery bundle naming {len(workspaces)} workspace(s) to {target.discovery}")
     if args.site is None:
         return 0
     written = publish_site(args.site, publications, keyring_from(args))

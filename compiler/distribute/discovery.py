@@ -8,6 +8,9 @@ the signing key id). ``sekuire opa-config --discovery`` writes the small
 bootstrap every OPA of the fleet starts with: the service, the verification
 key, and where to find and how to verify the discovery bundle. Adding a
 workspace is then a publish: every OPA picks it up on its next discovery poll.
+
+With ``--oci`` the discovery bundle is pushed to ``REGISTRY/REPOSITORY:TAG``
+itself (the workspaces are below it) and names the workspaces of that publish.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ..files import atomic_write
 from ..rego.library import bundle_name, check_workspace_id
 from .opaconfig import DEFAULT_SERVICE, DISCOVERY_DECISION, DISCOVERY_RESOURCE, bundle_resource
 
-__all__ = ["discovered_config", "site_workspaces", "write_discovery"]
+__all__ = ["discovered_config", "discovery_bundle", "site_workspaces", "write_discovery"]
 
 
 @dataclass(frozen=True)
@@ -37,13 +40,17 @@ class _Source:
     modules: Mapping[str, str] = field(default_factory=dict)
 
 
-def discovered_config(workspaces: list[str], key_id: str | None, *, min_delay: int = 60, max_delay: int = 120) -> dict[str, Any]:
-    """The configuration OPA discovers: one verified bundle per workspace, from the bootstrap's service."""
+def discovered_config(workspaces: list[str], key_id: str | None, *, min_delay: int = 60, max_delay: int = 120,
+                      resources: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The configuration OPA discovers: one verified bundle per workspace, from the bootstrap's service.
+
+    ``resources`` maps a workspace to where its bundle is (an OCI reference); the site layout otherwise.
+    """
     bundles: dict[str, Any] = {}
     for ws in sorted(workspaces):
         entry: dict[str, Any] = {
             "service": DEFAULT_SERVICE,
-            "resource": bundle_resource(ws),
+            "resource": resources[ws] if resources is not None else bundle_resource(ws),
             "persist": False,
             "polling": {"min_delay_seconds": min_delay, "max_delay_seconds": max_delay},
         }
@@ -60,18 +67,23 @@ def site_workspaces(site: str | os.PathLike[str]) -> list[str]:
     return sorted(check_workspace_id(name) for name in names)
 
 
+def discovery_bundle(config: dict[str, Any], signer: FileSigner | None) -> bytes:
+    """The discovery bundle holding ``config`` at ``data.sekuire.discovery``; its revision changes with the config."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    data: dict[str, Any] = config
+    for segment in reversed(DISCOVERY_DECISION.split("/")):
+        data = {segment: data}
+    manifest = {"revision": f"sekuire-discovery-{digest}", "roots": [DISCOVERY_DECISION], "rego_version": 1}
+    return build_bundle(_Source(data=data, manifest=manifest), signer=signer)
+
+
 def write_discovery(site: str | os.PathLike[str], signer: FileSigner | None, key_id: str | None, *,
                     min_delay: int = 60, max_delay: int = 120) -> Path:
     """Write the site's discovery bundle (signed with ``signer``) naming every workspace bundle in it."""
     if min_delay <= 0 or max_delay < min_delay:
         raise CompileError("polling delays must satisfy 0 < min <= max")
     config = discovered_config(site_workspaces(site), key_id, min_delay=min_delay, max_delay=max_delay)
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    data: dict[str, Any] = config
-    for segment in reversed(DISCOVERY_DECISION.split("/")):
-        data = {segment: data}
-    manifest = {"revision": f"sekuire-discovery-{digest}", "roots": [DISCOVERY_DECISION], "rego_version": 1}
-    bundle = build_bundle(_Source(data=data, manifest=manifest), signer=signer)
+    bundle = discovery_bundle(config, signer)
     path = Path(site) / DISCOVERY_RESOURCE
     if not (path.is_file() and path.read_bytes() == bundle):  # unchanged: keep the host's ETag
         atomic_write(path, bundle)

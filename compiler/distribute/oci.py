@@ -51,11 +51,23 @@ class OCIReference:
             raise CompileError(f"--oci must be REGISTRY/REPOSITORY[:TAG] (lower-case repository), not {text!r}")
         return cls(match["registry"], match["repository"], match["tag"] or "latest")
 
+    @property
+    def discovery(self) -> str:
+        """``REGISTRY/REPOSITORY:TAG`` itself: where ``publish --oci --discovery`` pushes the discovery bundle."""
+        return f"{self.registry}/{self.repository}:{self.tag}"
+
     def for_workspace(self, workspace_id: str) -> str:
-        """``REGISTRY/REPOSITORY/<ws>:TAG``: where one workspace's bundle lives (its id lower-cased, ``_`` kept)."""
-        segment = check_workspace_id(workspace_id).lower()
+        """``REGISTRY/REPOSITORY/<ws>:TAG``: where one workspace's bundle lives.
+
+        The id is used as it is: ids are case-sensitive and repository names are lower-case, so lower-casing
+        would push ``Team`` and ``team`` to one repository (the second overwriting the first).
+        """
+        segment = check_workspace_id(workspace_id)
         if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*", segment):
-            raise CompileError(f"workspace id {workspace_id!r} cannot name an OCI repository")
+            raise CompileError(
+                f"workspace id {workspace_id!r} cannot name an OCI repository (lower-case letters and digits, "
+                "one of . _ - between them): publish it with --site"
+            )
         return f"{self.registry}/{self.repository}/{segment}:{self.tag}"
 
 

@@ -67,8 +67,11 @@ class OPAConfigOptions:
     service_headers: dict[str, str] = field(default_factory=dict)
     #: Without a verification key OPA activates unsigned bundles: refused unless this is set (an explicit flag).
     allow_unsigned_bundles: bool = False
-    #: How OPA authenticates to the bundle service (and, unless they have their own, the log and status services).
+    #: How OPA authenticates to the bundle service. The log and status services get their own token (below) and,
+    #: over https, this client certificate and CA; never the bundle service's token or S3 signing.
     credentials: Credentials | None = None
+    decision_logs_credentials: Credentials | None = None
+    status_credentials: Credentials | None = None
     #: A separate service for decision logs (implies decision_logs="service") and one for status reports.
     decision_logs_url: str | None = None
     status_url: str | None = None
@@ -111,8 +114,6 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
     if options.long_polling_timeout_seconds is not None and options.long_polling_timeout_seconds <= 0:
         raise CompileError("--long-polling must be a positive number of seconds")
     oci = OCIReference.parse(options.oci) if options.oci else None
-    if oci is not None and options.discovery:
-        raise CompileError("--oci and --discovery cannot be combined")
     bundle_service = service(
         f"{'http' if options.oci_plain_http else 'https'}://{oci.registry}" if oci else options.service_url,
         options.credentials, options.service_headers,
@@ -127,7 +128,8 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
     if options.long_polling_timeout_seconds is not None:
         polling["long_polling_timeout_seconds"] = options.long_polling_timeout_seconds
     if options.discovery:
-        config["discovery"] = {"service": DEFAULT_SERVICE, "resource": DISCOVERY_RESOURCE, "decision": DISCOVERY_DECISION,
+        resource = oci.discovery if oci is not None else DISCOVERY_RESOURCE
+        config["discovery"] = {"service": DEFAULT_SERVICE, "resource": resource, "decision": DISCOVERY_DECISION,
                                "polling": dict(polling)}
         if options.verification_key is not None:
             config["discovery"]["signing"] = {"keyid": options.key_id}
@@ -150,11 +152,18 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
         config["keys"] = {options.key_id: {"algorithm": options.signing_alg, "key": options.verification_key}}
         if options.scope:
             config["keys"][options.key_id]["scope"] = options.scope
+    for url, own, flag in ((options.decision_logs_url, options.decision_logs_credentials, "--decision-logs"),
+                           (options.status_url, options.status_credentials, "--status")):
+        if own is not None and own != Credentials() and not url:
+            raise CompileError(f"{flag}-bearer-token-* needs {flag}-url")
     logs = options.decision_logs or ("service" if options.decision_logs_url else None)
     if options.decision_logs_url:
         if options.decision_logs == "console":
             raise CompileError("--decision-logs console and --decision-logs-url cannot be combined")
-        config["services"][LOGS_SERVICE] = service(options.decision_logs_url, options.credentials)
+        own = options.decision_logs_credentials
+        config["services"][LOGS_SERVICE] = service(
+            options.decision_logs_url, _reporting(options.credentials, options.decision_logs_url, own)
+        )
     if logs == "console":
         config["decision_logs"] = {"console": True}
     elif logs == "service":
@@ -163,13 +172,19 @@ def opa_config(options: OPAConfigOptions) -> dict[str, Any]:
     elif logs is not None:
         raise CompileError(f"decision logs must be 'console' or 'service', not {logs!r}")
     if options.status_url:
-        config["services"][STATUS_SERVICE] = service(options.status_url, options.credentials)
+        config["services"][STATUS_SERVICE] = service(
+            options.status_url, _reporting(options.credentials, options.status_url, options.status_credentials)
+        )
         config["status"] = {"service": STATUS_SERVICE}
     if options.persistence_directory:
         if not options.persist:
             raise CompileError("--persistence-dir needs --persist")
         config["persistence_directory"] = options.persistence_directory
     return config
+
+
+def _reporting(bundle: Credentials | None, url: str, own: Credentials | None) -> Credentials | None:
+    return (bundle or Credentials()).for_reporting(url, own)
 
 
 class _Dumper(yaml.SafeDumper):
