@@ -33,7 +33,16 @@ from sekuire.runtime import (
 )
 from sekuire.runtime.decision import ENGINE_UNAVAILABLE
 from sekuire.runtime.enforcer import DEV_OVERRIDE_ENV
-from sekuire.runtime.normalize import normalize_host, normalize_path
+from sekuire.runtime.normalize import (
+    FILE_OPERATIONS,
+    MAX_AMOUNT,
+    MAX_PATH_SEGMENTS,
+    check_amount,
+    check_kind,
+    check_operation,
+    normalize_host,
+    normalize_path,
+)
 
 from .conftest import VECTOR_POLICY
 from .enforcer_fixtures import signed_variant, write_bundle_dir
@@ -452,6 +461,44 @@ def test_bad_arguments_raise_invalid_action(make_enforcer, call):
         assert isinstance(info.value, ValueError) and isinstance(info.value, SekuireError)
         assert "\n" not in str(info.value) and len(str(info.value)) < 300
 
+
+
+# A refusal names the field and the value: what a caller reads to fix the call (each message was
+# unchecked until make mutate changed it).
+MESSAGES = {
+    "path type": (lambda: normalize_path(5), "path must be a string, not int"),
+    "path NUL": (lambda: normalize_path("/workspace/a\0"), "path contains NUL"),
+    "path depth": (lambda: normalize_path("/a" * (MAX_PATH_SEGMENTS + 1)),
+                   f"path has more than {MAX_PATH_SEGMENTS} segments"),
+    "operation": (lambda: check_operation("chmod"),
+                  f"unknown filesystem operation 'chmod'; expected one of {sorted(FILE_OPERATIONS)}"),
+    "kind": (lambda: check_kind("bananas"), "unknown rate-limit kind 'bananas'; expected one of ['request', 'token']"),
+    "amount type": (lambda: check_amount(1.5), "amount must be an integer, not float"),
+    "amount range": (lambda: check_amount(-1), f"amount must be between 0 and {MAX_AMOUNT}, not -1"),
+}
+
+
+@pytest.mark.parametrize("call", MESSAGES.values(), ids=MESSAGES.keys())
+def test_bad_arguments_say_which_field_and_value(call):
+    refuse, message = call
+    with pytest.raises(InvalidActionError) as info:
+        refuse()
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("length", "shown"), [(58, repr("x" * 58)), (59, repr("x" * 59)[:57] + "...")])
+def test_refused_values_are_shown_whole_up_to_60_characters(length, shown):
+    with pytest.raises(InvalidActionError) as info:
+        check_kind("x" * length)
+    assert str(info.value).startswith(f"unknown rate-limit kind {shown};")
+
+
+def test_the_limits_themselves_are_accepted():
+    assert check_amount(0) == 0 and check_amount(MAX_AMOUNT) == MAX_AMOUNT
+    with pytest.raises(InvalidActionError):
+        check_amount(MAX_AMOUNT + 1)
+    deepest = "/a" * MAX_PATH_SEGMENTS
+    assert normalize_path(deepest) == deepest
 
 HOSTILE = [
     ("network", "host", "api.openai.com@evil.net"),

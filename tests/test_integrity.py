@@ -127,8 +127,9 @@ def test_embedded_key_never_overrides_the_keyring(envelope_vectors, vector_keyri
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_canonical_json_rejects_nan_and_infinity(bad):
-    with pytest.raises(PolicyFormatError):
+    with pytest.raises(PolicyFormatError) as info:
         canonical_json({"x": bad})
+    assert info.value.message.startswith("cannot be canonicalised: Out of range float values")
 
 
 def test_canonical_json_sorts_by_code_point_and_keeps_utf8():

@@ -76,6 +76,12 @@ def test_strict_loads_errors(raw, fragment):
     assert fragment in str(info.value)
 
 
+def test_too_deep_json_says_so_exactly():
+    with pytest.raises(PolicyFormatError) as info:
+        strict_loads(b"[" * 100000 + b"]" * 100000)
+    assert info.value.message == "malformed JSON: nested too deeply"
+
+
 @pytest.mark.parametrize(
     ("setup", "fragment"),
     [
