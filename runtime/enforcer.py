@@ -327,7 +327,7 @@ class PolicyEnforcer:
         if cached is not None:
             return self._record(query, cached)
         try:
-            decision = Decision.from_result(self.engine.evaluate(self.path, query.input))
+            decision = self.engine.decide(self.path, query.input)
         except EngineError as exc:
             return self._record(query, Decision.failure(str(exc)), failed=True)
         return self._record(query, decision, fresh=True)
@@ -337,7 +337,7 @@ class PolicyEnforcer:
         if cached is not None:
             return self._record(query, cached)
         try:
-            decision = Decision.from_result(await self.engine.aevaluate(self.path, query.input))
+            decision = await self.engine.adecide(self.path, query.input)
         except EngineError as exc:
             return self._record(query, Decision.failure(str(exc)), failed=True)
         return self._record(query, decision, fresh=True)

@@ -30,6 +30,7 @@ from sekuire.runtime import (
     EngineUnavailable,
     OPAEngine,
 )
+from sekuire.runtime.decision import Decision, DecisionMemo
 from sekuire.runtime.engine import rule_ref
 from sekuire.runtime.errors import InvalidActionError
 
@@ -54,6 +55,48 @@ def test_embedded_answers_the_decision_and_the_manifest(compiled):
         manifest = {"agent": {"name": "bot", "llm": {"provider": "openai", "model": "gpt-4o"}}, "tools": ["web_search"]}
         result = engine.evaluate(compiled.manifest_path, manifest)
         assert set(result) == {"allow", "violations", "warnings", "policy"}
+
+
+def test_embedded_decisions_are_decoded_once_per_distinct_answer(compiled):
+    """decide() reads regorus' answer text and reuses the Decision decoded from an identical text before."""
+    path = compiled.decision_path
+    with EmbeddedEngine.from_compiled(compiled) as engine:
+        allowed = engine.decide(path, TOOL)
+        assert allowed == Decision.from_result(engine.evaluate(path, TOOL)) and allowed.allow
+        assert engine.decide(path, TOOL) is allowed
+        # Another agent, the same answer: the same decision object.
+        assert engine.decide(path, {**TOOL, "context": {"agent": "b", "workspace": "ws_abc123"}}) is allowed
+        denied = engine.decide(path, BLOCKED)
+        assert denied == Decision.from_result(engine.evaluate(path, BLOCKED)) and not denied.allow
+        assert [v.rule for v in denied.violations] == ["tool.blocked"]
+        with pytest.raises(EngineResponseError, match="not a valid rule path"):
+            engine.decide("sekuire/workspaces/no_such_ws/decision", TOOL)
+        with pytest.raises(InvalidActionError, match="not JSON"):
+            engine.decide(path, {"action": {"type": "tool", "name": float("nan")}})
+
+
+def test_a_subclass_that_overrides_evaluate_sees_every_decision(compiled):
+    seen: list[Any] = []
+
+    class Recording(EmbeddedEngine):
+        def evaluate(self, path: str, input: Any) -> dict[str, Any]:  # noqa: A002
+            seen.append(input)
+            return super().evaluate(path, input)
+
+    with Recording.from_compiled(compiled) as engine:
+        assert engine.decide(compiled.decision_path, TOOL).allow and engine.decide(compiled.decision_path, TOOL).allow
+    assert seen == [TOOL, TOOL]
+
+
+def test_the_decision_memo_is_bounded():
+    memo: DecisionMemo[int] = DecisionMemo()
+    memo.put("x" * (DecisionMemo.MAX_TEXT + 1), 1)
+    assert memo.get("x" * (DecisionMemo.MAX_TEXT + 1)) is None  # long answers are not kept
+    for index in range(DecisionMemo.MAX_ENTRIES):
+        memo.put(str(index), index)
+    assert memo.get("0") == 0 and memo.get(b"0") is None
+    memo.put("one more", -1)  # full: cleared, then kept
+    assert memo.get("0") is None and memo.get("one more") == -1
 
 
 def test_embedded_is_safe_across_threads(compiled):
