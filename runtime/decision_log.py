@@ -1,8 +1,12 @@
 """Decision logs in OPA's event format, so the runtime's decisions land where OPA's do.
 
-An event is what OPA's decision-log plugin reports: ``decision_id`` (uuid4),
-``labels``, ``bundles`` (``{name: {"revision"}}``), ``path``, ``input``,
-``result`` (or ``error``), ``timestamp`` (RFC 3339, UTC). Sinks:
+An event is what OPA's decision-log plugin reports, field for field:
+``decision_id`` (OPA's own when an OPA that logs decided, so the two events
+correlate; else uuid4), ``labels`` (``id``, ``version`` of the deciding
+engine, configured labels), ``bundles`` (``{name: {"revision"}}``, the names
+OPA uses: ``sekuire-<ws>``), ``path``, ``input``, ``result`` (or ``error``),
+``requested_by``, ``timestamp`` (RFC 3339, UTC), ``metrics`` and ``req_id``;
+masked as OPA masks (``erased``, ``masked``: :mod:`.masking`). Sinks:
 
 - :class:`FileSink`: one JSON object per line, appended;
 - :class:`HTTPSink`: batches POSTed as a gzip-compressed JSON array, as OPA
@@ -25,9 +29,10 @@ import logging
 import os
 import threading
 import time
+import itertools
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +42,7 @@ import httpx
 from ..compiler.httpio import request_bounded
 from ..compiler.textsafe import MAX_MESSAGE, clean, redact_text, redact_url
 from ..compiler.version import __version__
+from .masking import Mask, MaskRule
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -87,19 +93,31 @@ def decision_event(
     bundles: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
     warn_only: bool = False,
+    decision_id: str | None = None,
+    version: str = "",
+    metrics: Mapping[str, int] | None = None,
+    req_id: int = 0,
+    requested_by: str = "",
 ) -> dict[str, Any]:
     """One decision-log event in OPA's format; ``error`` instead of ``result`` when there was no decision.
 
+    Fields and their meaning follow OPA's decision-log plugin: ``decision_id`` (OPA's own when the decision came
+    from an OPA that logs, else a new uuid4), ``labels`` (``id`` of this process, ``version`` of the engine that
+    decided, then the configured labels), ``bundles`` with revisions, ``path``, ``input``, ``result``,
+    ``requested_by``, ``timestamp`` (RFC 3339, UTC), ``metrics`` (``timer_*_ns``) and ``req_id``.
     ``warn_only``: the enforcer did not enforce this decision (the event gets ``"warn_only": true``).
     Strings of ``input`` lose URL userinfo; ``error`` is escaped and cut (:mod:`sekuire.compiler.textsafe`).
     """
     event: dict[str, Any] = {
-        "decision_id": str(uuid.uuid4()),
-        "labels": {"id": _INSTANCE_ID, "app": "sekuire", "version": __version__, **(labels or {})},
+        "decision_id": decision_id or str(uuid.uuid4()),
+        "labels": {"id": _INSTANCE_ID, "version": version or f"sekuire-{__version__}", **(labels or {})},
         "bundles": {name: {"revision": revision} for name, revision in (bundles or {}).items()},
         "path": path,
         "input": _redacted(input),
+        "requested_by": requested_by,
         "timestamp": _timestamp(),
+        "metrics": dict(metrics or {}),
+        "req_id": req_id,
     }
     if error is None:
         event["result"] = result
@@ -283,12 +301,18 @@ class HTTPSink:
 class DecisionLogger:
     """Builds events and hands them to sinks; a failing sink is counted and logged, never raised."""
 
-    def __init__(self, *sinks: DecisionSink, labels: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, *sinks: DecisionSink, labels: Mapping[str, str] | None = None, mask: Iterable[MaskRule] = ()
+    ) -> None:
+        """``labels`` join OPA's ``id`` and ``version``; ``mask`` rules (OPA's ``system.log.mask`` semantics:
+        :class:`~sekuire.runtime.masking.Mask`) apply to every event before any sink sees it."""
         self.sinks: tuple[DecisionSink, ...] = sinks
         self.labels = dict(labels or {})
+        self.mask = Mask(mask)
         #: Events some sink failed to take.
         self.errors = 0
         self._lock = threading.Lock()
+        self._requests = itertools.count(1)
 
     def _failed(self) -> None:
         with self._lock:
@@ -314,11 +338,19 @@ class DecisionLogger:
         error: str | None = None,
         bundles: Mapping[str, str] | None = None,
         warn_only: bool = False,
+        decision_id: str | None = None,
+        version: str = "",
+        metrics: Mapping[str, int] | None = None,
+        requested_by: str = "",
     ) -> str | None:
-        """Record one decision; return its ``decision_id`` (None if the event could not even be built)."""
+        """Record one decision (masked); return its ``decision_id`` (None if the event could not even be built)."""
         try:
             event = decision_event(path=path, input=input, result=result, error=error, bundles=bundles,
-                                   labels=self.labels, warn_only=warn_only)
+                                   labels=self.labels, warn_only=warn_only, decision_id=decision_id,
+                                   version=version, metrics=metrics, req_id=next(self._requests),
+                                   requested_by=requested_by)
+            if self.mask:
+                event = self.mask.apply(event)
         except Exception:  # noqa: BLE001 - a log must never change a decision
             self._failed()
             logger.exception("cannot build a decision-log event")

@@ -29,6 +29,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -326,29 +327,34 @@ class PolicyEnforcer:
         query, cached = self._query(action, cacheable)
         if cached is not None:
             return self._record(query, cached)
+        started = time.perf_counter_ns() if self.decision_log is not None else 0
         try:
             decision = self.engine.decide(self.path, query.input)
         except EngineError as exc:
-            return self._record(query, Decision.failure(str(exc)), failed=True)
-        return self._record(query, decision, fresh=True)
+            return self._record(query, Decision.failure(str(exc)), failed=True, started=started)
+        return self._record(query, decision, fresh=True, started=started)
 
     async def _adecide(self, action: Mapping[str, Any], *, cacheable: bool = True) -> Decision:
         query, cached = self._query(action, cacheable)
         if cached is not None:
             return self._record(query, cached)
+        started = time.perf_counter_ns() if self.decision_log is not None else 0
         try:
             decision = await self.engine.adecide(self.path, query.input)
         except EngineError as exc:
-            return self._record(query, Decision.failure(str(exc)), failed=True)
-        return self._record(query, decision, fresh=True)
+            return self._record(query, Decision.failure(str(exc)), failed=True, started=started)
+        return self._record(query, decision, fresh=True, started=started)
 
-    def _record(self, query: _Query, decision: Decision, *, fresh: bool = False, failed: bool = False) -> Decision:
+    def _record(self, query: _Query, decision: Decision, *, fresh: bool = False, failed: bool = False,
+                started: int = 0) -> Decision:
         self.counters.count(decision.allow)
         if fresh and self.cache is not None and query.key is not None:
             # Stored under the revision read *before* the query: if the engine moved on meanwhile,
             # the entry is never looked up again.
             self.cache.put(query.revision, query.key, decision)
         if self.decision_log is not None:
+            # OPA's decision_id when the engine asked an OPA that logs (one decision, one id in both logs);
+            # a cached decision is a new decision: a new id.
             self.decision_log.log(
                 path=self.path,
                 input=query.input,
@@ -356,6 +362,10 @@ class PolicyEnforcer:
                 error=decision.violations[0].message if failed else None,
                 bundles=self.engine.bundles,
                 warn_only=self.warn_only,
+                decision_id=self.engine.decision_id() if started else None,
+                version=self.engine.version,
+                metrics={"timer_rego_query_eval_ns": time.perf_counter_ns() - started} if started else None,
+                requested_by=self.agent_id,
             )
         return decision
 

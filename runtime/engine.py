@@ -32,7 +32,8 @@ from ..compiler.errors import BundleVerificationError
 from ..compiler.files import read_limited
 from ..compiler.policy.document import Policy
 from ..compiler.rego.compile import CompiledPolicy, compile_policy
-from ..compiler.rego.library import workspace_root
+from ..compiler.rego.library import bundle_name, workspace_root
+from ..compiler.version import REGORUS_VERSION
 from ._regorus import CompileError as RegoCompileError
 from ._regorus import Policy as RegoPolicy
 from ._regorus import RegorusError, UndefinedError
@@ -109,6 +110,16 @@ class Engine(abc.ABC):
     def bundles(self) -> dict[str, str]:
         """Bundle name -> revision, for decision logs (OPA's ``bundles`` field)."""
         return {}
+
+    @property
+    def version(self) -> str:
+        """The version of the engine that decides, as OPA's decision logs put it in ``labels.version``."""
+        return ""
+
+    def decision_id(self) -> str | None:
+        """The ``decision_id`` the engine gave the latest query of this thread or task (OPA does when its decision
+        logging is on; the enforcer's event then carries the same id), else None."""
+        return None
 
     @abc.abstractmethod
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002 - OPA's name
@@ -188,7 +199,7 @@ class EmbeddedEngine(Engine):
             compiled.modules,
             compiled.data,
             revision=compiled.revision,
-            bundle_name=compiled.workspace_id,
+            bundle_name=bundle_name(compiled.workspace_id),
             entry_points=(compiled.decision_path,),
         )
 
@@ -235,7 +246,7 @@ class EmbeddedEngine(Engine):
             loaded.modules,
             loaded.data,
             revision=loaded.revision,
-            bundle_name=workspace or _file_name(loaded.source),
+            bundle_name=bundle_name(workspace) if workspace else _file_name(loaded.source),
             # A sekuire bundle has a decision to compile now; any other bundle compiles on first query.
             entry_points=[decision_path(workspace)] if workspace else (),
         )
@@ -249,6 +260,11 @@ class EmbeddedEngine(Engine):
     def bundles(self) -> dict[str, str]:
         """``{bundle name: revision}`` of what this engine answers from."""
         return {self._bundle_name: self._revision}
+
+    @property
+    def version(self) -> str:
+        """``regorus-<version>``: the Rego engine inside."""
+        return f"regorus-{REGORUS_VERSION}"
 
     def _live(self) -> RegoPolicy:
         policy = self._policy

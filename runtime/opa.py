@@ -41,7 +41,7 @@ not read. The URL in every message and log has its userinfo removed.
 from __future__ import annotations
 
 import asyncio
-import copy
+import contextvars
 import http.client
 import json
 import logging
@@ -52,13 +52,14 @@ import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from ..compiler.httpio import WATCHDOG, shutdown_socket
 from ..compiler.textsafe import clean, redact_text, redact_url
-from .asynchttp import ConnectionPool, close_on_loop, encode_head
+from .asynchttp import ConnectionPool, close_on_loop
 from .engine import Engine
-from .errors import EngineResponseError, EngineUnavailable, InvalidActionError
+from .errors import EngineResponseError, EngineUnavailable
+from .oparequest import OPARequests, ssl_context
 
 __all__ = [
     "DEFAULT_DECISION_TTL",
@@ -76,6 +77,9 @@ logger = logging.getLogger(__name__)
 #: Seconds for each of connect, write, read and pool wait: an OPA sidecar answers in milliseconds.
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_RETRIES = 1
+# OPA's decision_id of the latest answer, per thread and per asyncio task (set where the answer is read).
+_DECISION_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("sekuire_opa_decision_id", default=None)
+
 #: Seconds a decision from OPA may be reused (OPA polls bundles every 60 s or more by default).
 DEFAULT_DECISION_TTL = 5.0
 MAX_CONNECTIONS = 32
@@ -91,9 +95,6 @@ _READ_STEP = 64 * 1024
 _RETRYABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine)
 _FAILURES = (OSError, http.client.HTTPException)
 _MAX_MESSAGE = 300
-_MAX_HEADS = 1024
-# One encoder for every body (json.dumps with options builds a new one per call).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -123,26 +124,22 @@ class OPAEngine(Engine):
         self.timeout = timeout
         self.retries = retries
         self.decision_ttl = decision_ttl
-        self._headers = {**(headers or {}), **_JSON}
+        headers = {**(headers or {}), **_JSON}
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"OPA url must be http(s)://host[:port][/prefix], not {redact_url(url)!r}")
         self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
-        if parts.username is not None and "Authorization" not in self._headers:
+        if parts.username is not None and "Authorization" not in headers:
             # A URL's userinfo is sent as basic auth, as httpx and browsers do.
             import base64
             from urllib.parse import unquote
 
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
-        self._prefix = parts.path.rstrip("/")
-        self._ssl = _ssl_context(verify) if parts.scheme == "https" else None
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        self._ssl = ssl_context(verify) if parts.scheme == "https" else None
         self._default_port = 443 if parts.scheme == "https" else 80
-        self._targets: dict[str, str] = {}
-        self._heads: dict[str, bytes] = {}
-        self._context: tuple[Any, str] | None = None
-        # A header or prefix that could split a request fails here, not at a decision.
-        encode_head("POST", self._prefix + "/", self._host, self._port, self._default_port, self._headers)
+        self._requests = OPARequests(self._host, self._port, self._default_port, parts.path.rstrip("/"), headers)
+        self._headers = self._requests.headers
         # One keep-alive connection per thread (http.client connections are not thread-safe).
         self._local = threading.local()
         self._connections: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
@@ -151,6 +148,7 @@ class OPAEngine(Engine):
         self._lock = threading.Lock()
         self._bundles: dict[str, str] = {}
         self._revision = ""
+        self._version = ""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -167,14 +165,10 @@ class OPAEngine(Engine):
         with self._lock:
             return dict(self._bundles)
 
-    @staticmethod
-    def _data_target(path: str) -> str:
-        segments = [quote(segment, safe="") for segment in path.strip("/").split("/")]
-        return f"/v1/data/{'/'.join(segments)}?provenance=true"
-
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002 - OPA's name
         """``POST /v1/data/<path>`` to OPA; the result, or EngineError (fail closed) on anything else."""
-        target, body = self._target(path), self._body(input)
+        target, body = self._requests.target(path), self._requests.body(input)
+        _DECISION_ID.set(None)
         deadline = time.monotonic() + self.timeout
         for attempt in range(self.retries + 1):
             connection = self._connection()
@@ -233,8 +227,8 @@ class OPAEngine(Engine):
 
     async def aevaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
         """Async twin of :meth:`evaluate`, on this event loop's keep-alive pool (:mod:`.asynchttp`)."""
-        head = self._heads.get(path) or self._head(path)
-        body = self._body(input)
+        head, body = self._requests.head(path), self._requests.body(input)
+        _DECISION_ID.set(None)
         request = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
         try:
             async with asyncio.timeout(self.timeout):
@@ -270,36 +264,6 @@ class OPAEngine(Engine):
         if connection is not None:
             self._local.connection = None
             connection.close()
-
-    def _body(self, input: Mapping[str, Any]) -> bytes:  # noqa: A002
-        """``{"input": input}`` as compact UTF-8 JSON, by one reused encoder.
-
-        The enforcer sends the same context with every query: its text is made once and
-        spliced in while the context stays equal to the copy it was made from.
-        """
-        context = input.get("context") if type(input) is dict and len(input) == 2 and "action" in input else None
-        if context is None:
-            return ('{"input":' + _encode(input) + "}").encode("utf-8")
-        known = self._context
-        if known is None or known[0] != context:
-            known = self._context = (copy.deepcopy(context), _encode(context))
-        return ('{"input":{"action":' + _encode(input["action"]) + ',"context":' + known[1] + "}}").encode("utf-8")
-
-    def _target(self, path: str) -> str:
-        """``/v1/data/<path>?provenance=true`` under the URL's prefix, quoted once per path (bounded)."""
-        target = self._targets.get(path)
-        if target is None:
-            target = self._prefix + self._data_target(path)
-            if len(self._targets) < _MAX_HEADS:
-                self._targets[path] = target
-        return target
-
-    def _head(self, path: str) -> bytes:
-        """The request line and headers of a POST for ``path``, made once per path (bounded)."""
-        head = encode_head("POST", self._target(path), self._host, self._port, self._default_port, self._headers)
-        if len(self._heads) < _MAX_HEADS:
-            self._heads[path] = head
-        return head
 
     def _pool(self) -> ConnectionPool:
         loop = asyncio.get_running_loop()
@@ -345,6 +309,8 @@ class OPAEngine(Engine):
         if not isinstance(body, dict):
             raise EngineResponseError(f"{where}: the response is not a JSON object")
         self._observe(body.get("provenance"))
+        decision_id = body.get("decision_id")
+        _DECISION_ID.set(decision_id if isinstance(decision_id, str) and len(decision_id) <= 128 else None)
         if "result" not in body:
             raise EngineResponseError(f"{where}: undefined (no policy at this path; is the bundle activated?)")
         result = body["result"]
@@ -352,7 +318,30 @@ class OPAEngine(Engine):
             raise EngineResponseError(f"{where}: expected an object, got {type(result).__name__}")
         return result
 
+    def health(self, *, bundles: bool = False) -> bool:
+        """Whether OPA is healthy (``bundles``: every bundle activated); opa-python-client, the extra ``[opa]``."""
+        from .opa_admin import health
+
+        return health(self.url, bundles=bundles, timeout=self.timeout, headers=self._headers)
+
+    def wait_until_ready(self, *, bundles: bool = True, timeout: float = 30.0) -> None:
+        """Block until :meth:`health` holds; EngineUnavailable after ``timeout`` seconds."""
+        from .opa_admin import wait_until_ready
+
+        wait_until_ready(self.url, bundles=bundles, timeout=timeout, headers=self._headers)
+
+    def decision_id(self) -> str | None:
+        """OPA's ``decision_id`` for the latest query of this thread or task (OPA gives one when it logs decisions)."""
+        return _DECISION_ID.get()
+
+    @property
+    def version(self) -> str:
+        """OPA's version, as its provenance reports it ("" before the first answer)."""
+        return self._version
+
     def _observe(self, provenance: Any) -> None:
+        if isinstance(provenance, dict) and isinstance(provenance.get("version"), str):
+            self._version = clean(provenance["version"], 64)
         bundles = provenance.get("bundles") if isinstance(provenance, dict) else None
         seen = {
             name: info["revision"]
@@ -381,23 +370,6 @@ class OPAEngine(Engine):
     async def aclose(self) -> None:
         """Async twin of :meth:`close`."""
         self.close()
-
-
-def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
-    if isinstance(verify, ssl.SSLContext):
-        return verify
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def _encode(value: Any) -> str:
-    try:
-        return _ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidActionError(f"input is not JSON: {exc}") from None
 
 
 def _is_opa_error(body: Any) -> bool:

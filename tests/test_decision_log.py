@@ -32,7 +32,7 @@ def test_event_has_opas_fields():
     assert datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).tzinfo is not None
     assert event["bundles"] == {"ws": {"revision": "rev-1"}}
     assert (event["path"], event["input"], event["result"]) == ("a/b", {"x": 1}, {"allow": True})
-    assert {"id", "app", "version"} <= set(event["labels"])
+    assert {"id", "version"} <= set(event["labels"])
     failed = decision_event(path="a/b", input={}, error="OPA is down")
     assert "result" not in failed and failed["error"]["message"] == "OPA is down"
     assert failed["decision_id"] != event["decision_id"]

@@ -48,7 +48,7 @@ BLOCKED = {"action": {"type": "tool", "name": "file_delete"}, "context": {"agent
 def test_embedded_answers_the_decision_and_the_manifest(compiled):
     with EmbeddedEngine.from_compiled(compiled) as engine:
         assert engine.revision == compiled.revision
-        assert engine.bundles == {"ws_abc123": compiled.revision}
+        assert engine.bundles == {"sekuire-ws_abc123": compiled.revision}  # the name opa-config gives it
         assert engine.evaluate(compiled.decision_path, TOOL)["allow"] is True
         assert [v["rule"] for v in engine.evaluate(compiled.decision_path, BLOCKED)["violations"]] == ["tool.blocked"]
         # The manifest entry point compiles on first use.
@@ -205,7 +205,7 @@ def test_from_signed_bundle(compiled, signed_bundle, tmp_path):
     public = RSA / "test-rsa-public.pem"
     for source, key in ((signed_bundle, public.read_bytes()), (path, public), (str(path), public.read_text())):
         with EmbeddedEngine.from_bundle(source, verification_key=key) as engine:
-            assert engine.revision == compiled.revision and engine.bundles == {"ws_abc123": compiled.revision}
+            assert engine.revision == compiled.revision and engine.bundles == {"sekuire-ws_abc123": compiled.revision}
             assert [v["rule"] for v in engine.evaluate(compiled.decision_path, BLOCKED)["violations"]] == ["tool.blocked"]
 
 

@@ -194,7 +194,7 @@ def test_proxy_runs_a_signed_bundle(tmp_path, mcp_policy, vector_keyring):
     assert denied.data["rule"] == "tool.blocked"
     assert [call["tool"] for call in run.server_calls()] == ["add"]
     # The bundle's compliance section (require_audit_logging) and ids reach the enforcer: decisions are logged.
-    assert run.decision_events()[-1]["bundles"] == {"ws_abc123": {"revision": compile_policy(load_policy(mcp_policy, vector_keyring)).revision}}
+    assert run.decision_events()[-1]["bundles"] == {"sekuire-ws_abc123": {"revision": compile_policy(load_policy(mcp_policy, vector_keyring)).revision}}
 
 
 # -- raw JSON-RPC on the proxy's stdin: what a hand-written client could send ---------------------------

@@ -206,3 +206,28 @@ def test_the_generators_reach_every_type_and_protocol():
 )
 def test_regressions_of_the_parity_work(action):
     _agree(action)
+
+
+# -- the limits, at their boundary (mutation testing: a limit off by one passed every property) --------------
+
+@pytest.mark.parametrize("field", ["name", "host", "path"])
+def test_values_up_to_the_length_limit_pass_and_one_more_is_refused(field):
+    from sekuire.runtime.normalize import MAX_VALUE_LENGTH
+
+    def action(length: int) -> dict[str, Any]:
+        value = "/" + "a" * (length - 1) if field == "path" else "a" * length
+        kind = {"name": "tool", "host": "network", "path": "filesystem"}[field]
+        return {"type": kind, field: value}
+
+    assert normalize_action(action(MAX_VALUE_LENGTH))[field]
+    with pytest.raises(InvalidActionError, match=f"longer than {MAX_VALUE_LENGTH}"):
+        normalize_action(action(MAX_VALUE_LENGTH + 1))
+
+
+def test_paths_up_to_the_segment_limit_pass_and_one_more_is_refused():
+    from sekuire.runtime.normalize import MAX_PATH_SEGMENTS
+
+    deepest = "/a" * MAX_PATH_SEGMENTS
+    assert normalize_action({"type": "filesystem", "path": deepest})["path"] == deepest
+    with pytest.raises(InvalidActionError, match=f"more than {MAX_PATH_SEGMENTS} segments"):
+        normalize_action({"type": "filesystem", "path": deepest + "/a"})

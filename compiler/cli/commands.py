@@ -18,6 +18,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("keys", "generate and manage signing and trusted keys", "keys_cmd"),
     ("opa-config", "write an OPA config that pulls and verifies workspace bundles", "ops_cmd"),
     ("publish", "write a static site serving policies, keys and bundles", "ops_cmd"),
+    ("opa", "push a policy into an OPA and read its health, bundles and revisions", "opa_cmd"),
     ("mcp-proxy", "run an MCP server behind the policy: hide denied tools, refuse their calls", "mcp_cmd"),
 )
 
@@ -47,5 +48,8 @@ EXAMPLES: dict[str, str] = {
     "opa-config": "sekuire opa-config --service-url https://bundles.example.com --workspace ws_abc123 "
     "--verification-key bundle-key.pub.pem --out opa.yaml",
     "publish": "sekuire publish --site site/ --file policy.json --signing-key bundle-key.pem",
+    "opa": "sekuire opa status --url http://127.0.0.1:8181",
+    "opa push": "sekuire opa push --url http://127.0.0.1:8181 --file policy.json --keyring keyring.json",
+    "opa status": "sekuire opa status --url http://127.0.0.1:8181 --format json",
     "mcp-proxy": "sekuire mcp-proxy --file policy.json -- npx -y @modelcontextprotocol/server-filesystem /srv",
 }

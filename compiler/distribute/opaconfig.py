@@ -16,7 +16,7 @@ import yaml
 
 from ..bundle.keys import check_algorithm
 from ..errors import CompileError
-from ..rego.library import check_workspace_id
+from ..rego.library import bundle_name, check_workspace_id
 
 __all__ = ["DEFAULT_KEY_ID", "DEFAULT_SERVICE", "OPAConfigOptions", "bundle_name", "bundle_resource", "opa_config", "opa_config_yaml"]
 
@@ -42,11 +42,6 @@ class OPAConfigOptions:
     service_headers: dict[str, str] = field(default_factory=dict)
     #: Without a verification key OPA activates unsigned bundles: refused unless this is set (an explicit flag).
     allow_unsigned_bundles: bool = False
-
-
-def bundle_name(workspace_id: str) -> str:
-    """The name OPA knows a workspace's bundle by (in its status, decision logs and ``/health?bundles``)."""
-    return f"sekuire-{check_workspace_id(workspace_id)}"
 
 
 def bundle_resource(workspace_id: str) -> str:

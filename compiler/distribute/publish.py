@@ -40,7 +40,7 @@ def _segment(value: str) -> str:
 
 
 def publish_site(site: str | os.PathLike[str], publications: Iterable[Publication], keyring: Keyring) -> list[Path]:
-    """Write the static tree under ``site``; return the files written."""
+    """Write the static tree under ``site`` (files whose content is unchanged keep their mtime); return its files."""
     root = Path(site)
     items = list(publications)
     keys: dict[str, bytes] = {}
@@ -55,7 +55,10 @@ def publish_site(site: str | os.PathLike[str], publications: Iterable[Publicatio
 
     def write(relative: str, data: bytes) -> None:
         path = root / relative
-        atomic_write(path, data)
+        # An unchanged file is left alone: hosts that derive ETags from size and mtime keep them, so OPA's
+        # If-None-Match polls get 304 (no download, no re-activation).
+        if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
+            atomic_write(path, data)
         written.append(path)
 
     for item in items:

@@ -22,6 +22,7 @@ __all__ = [
     "TEST_NAMES",
     "TEST_WORKSPACE",
     "WORKSPACES_ROOT",
+    "bundle_name",
     "check_workspace_id",
     "render_modules",
     "render_tests",
@@ -65,6 +66,12 @@ def check_workspace_id(workspace_id: object) -> str:
 def workspace_root(workspace_id: str) -> str:
     """The bundle root and data path of a workspace: ``sekuire/workspaces/<ws>``."""
     return f"{WORKSPACES_ROOT}/{check_workspace_id(workspace_id)}"
+
+
+def bundle_name(workspace_id: str) -> str:
+    """The name a workspace's bundle goes by everywhere: OPA's status, ``/health?bundles`` and decision logs, the
+    embedded engine's decision logs, ``opa-config`` (``sekuire-<ws>``)."""
+    return f"sekuire-{check_workspace_id(workspace_id)}"
 
 
 def workspace_package(workspace_id: str) -> str:
