@@ -5,23 +5,33 @@ decision costs the same whether a list has ten entries or a hundred thousand:
 
 - names (tools, capabilities, APIs, models)::
 
-      {"exact": {"web_search": true}, "patterns": {"file_*": "^(?s:file_.*)$"}}
+      {"exact": {"web_search": true}, "patterns": {"file_*": "^(?s:file_.*)$"},
+       "globs": {"lengths": [5], "prefixes": {"file_": {"any": true}}}}
 
-  ``exact`` is looked up by key; only ``patterns`` (globs with ``*``, as
-  anchored regular expressions that OPA and regorus run identically) are iterated.
+  ``exact`` is looked up by key. ``globs`` indexes the globs by their literal
+  prefix (the text before the first ``*``): the Rego looks up the name's prefix
+  of each length in ``lengths``, then within that group ``any`` (``prefix*``),
+  ``suffixes`` (``prefix*suffix``: the suffix reversed, indexed by length the same
+  way) or, for globs with more stars, ``regexes``. ``patterns`` (every glob as an
+  anchored regular expression that OPA and regorus run identically) is read only
+  by explanations.
 - domains::
 
-      {"any": false, "exact": {"api.openai.com": true, "10.0.0.1": true},
-       "suffixes": {"anthropic.com": true}, "cidrs4": ["10.0.0.0/8"], "cidrs6": ["fd00::/8"]}
+      {"any": false, "exact": {"api.openai.com": "name", "10.0.0.1": "ipv4"},
+       "suffixes": {"anthropic.com": true}, "cidrs4": ["10.0.0.0/8"], "cidrs6": ["fd00::/8"],
+       "cidr4_lengths": [8], "cidr4_nets": {"8": {"10": "10.0.0.0/8"}}}
 
   ``*.example.com`` is the suffix key ``example.com``: the Rego looks up each
-  suffix of the host (one lookup per label). IPv6 literals become ``/128``
-  networks because their spellings are too many to key on.
+  suffix of the host (one lookup per label). An IPv4 CIDR of prefix length L is
+  the key ``address >> (32 - L)`` under ``cidr4_nets[L]``: one lookup per distinct
+  length. IPv6 literals become ``/128`` networks because their spellings are too
+  many to key on; IPv6 CIDRs are iterated. ``cidrs4`` is read only by explanations.
 - paths::
 
-      {"exact": {"/etc/hosts": true}, "prefixes": {"/workspace": true, "/": true}}
+      {"exact": {"/etc/hosts": true}, "prefixes": {"/workspace": true, "/": true}, "depths": [0, 1]}
 
-  ``/dir/*`` is the prefix key ``/dir``: the Rego looks up each ancestor of the path.
+  ``/dir/*`` is the prefix key ``/dir``: the Rego looks up the ancestor of the
+  path at each depth (number of segments) in ``depths``.
 
 ``sections`` says which sections exist, so the Rego never reads a whole section
 to learn that. Patterns are validated here; an illegal one raises
@@ -53,9 +63,11 @@ from ..policy.model import (
 __all__ = [
     "FILE_OPERATIONS",
     "MAX_SAFE_INTEGER",
+    "MODEL_KEY_LENGTH",
     "MODEL_PROVIDER_PREFIXES",
     "glob_regex",
     "lower_content",
+    "model_provider_index",
     "model_provider_table",
 ]
 
@@ -85,6 +97,9 @@ MODEL_PROVIDER_PREFIXES: dict[str, str] = {
     "o3": "openai",
     "o4": "openai",
 }
+
+#: Model-name prefixes are grouped by this many leading characters (every prefix has at least as many).
+MODEL_KEY_LENGTH = 2
 
 _CONTENT = "/content"
 _REGEX_META = frozenset("\\.+*?()|[]{}^$")
@@ -125,6 +140,20 @@ def glob_regex(pattern: str) -> str:
     return "^(?s:" + ".*".join(_regex_escape(part) for part in pattern.split("*")) + ")$"
 
 
+def model_provider_index() -> dict[str, Any]:
+    """The prefix table grouped by the first :data:`MODEL_KEY_LENGTH` characters of each prefix:
+    ``{"key_length": 2, "groups": {"gp": [{"prefix": "gpt-", "provider": "openai", "plain": true}], ...}}``.
+
+    ``plain`` prefixes (ending in ``-``) match any name they start; the others (a model family) only the
+    name itself or the name followed by ``-``, ``_``, ``.``, ``:`` or a digit.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for prefix, provider in sorted(MODEL_PROVIDER_PREFIXES.items()):
+        row = {"prefix": prefix, "provider": provider, "plain": prefix.endswith("-")}
+        groups.setdefault(prefix[:MODEL_KEY_LENGTH], []).append(row)
+    return {"key_length": MODEL_KEY_LENGTH, "groups": groups}
+
+
 def model_provider_table() -> list[dict[str, str]]:
     """The prefix table as the Rego reads it: ``[{"prefix", "provider", "regex"}]`` sorted by prefix."""
     table = []
@@ -151,7 +180,30 @@ def _name_matcher(lists: Iterable[tuple[tuple[str, ...], str]]) -> dict[str, Any
                 patterns[name] = glob_regex(name)
             else:
                 exact[name] = True
-    return {"exact": exact, "patterns": patterns}
+    return {"exact": exact, "patterns": patterns, "globs": _glob_index(patterns)}
+
+
+def _prefix_index(keys: Iterable[str], value: Any = True) -> dict[str, Any]:
+    """``{"lengths": [...], "prefixes": {key: value}}``: the distinct lengths (in code points) of the keys."""
+    keyed = dict.fromkeys(sorted(keys), value)
+    return {"lengths": sorted({len(key) for key in keyed}), "prefixes": keyed}
+
+
+def _glob_index(patterns: dict[str, str]) -> dict[str, Any]:
+    """Globs grouped by their literal prefix, each group split by the shape of the rest (see the module docstring)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for glob in sorted(patterns):
+        prefix, rest = glob.split("*", 1)
+        group = groups.setdefault(prefix, {"any": False, "suffixes": set(), "regexes": {}})
+        if rest == "":
+            group["any"] = True
+        elif "*" not in rest:
+            group["suffixes"].add(rest[::-1])
+        else:
+            group["regexes"][glob] = patterns[glob]
+    for group in groups.values():
+        group["suffixes"] = _prefix_index(group["suffixes"])
+    return {"lengths": sorted({len(prefix) for prefix in groups}), "prefixes": groups}
 
 
 def _lower_tools(capabilities: CapabilitiesSection | None, tools: ToolsSection | None) -> dict[str, Any] | None:
@@ -214,6 +266,7 @@ def _host_name(value: str) -> bool:
 
 def _domain_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
     matcher: dict[str, Any] = {"any": False, "exact": {}, "suffixes": {}, "cidrs4": set(), "cidrs6": set()}
+    # "name" or "ipv4" per exact entry: the Rego's fast allow takes only names.
     for index, raw in enumerate(entries):
         where = f"{pointer}/{index}"
         value = _ascii_lower(raw)
@@ -238,7 +291,7 @@ def _domain_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
         if value.endswith("."):
             value = value[:-1]
         if _IPV4.fullmatch(value):
-            matcher["exact"][value] = True
+            matcher["exact"][value] = "ipv4"
         elif value.startswith("*."):
             suffix = value[2:]
             if not _host_name(suffix):
@@ -247,11 +300,18 @@ def _domain_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
         elif "*" in value:
             raise _error(f"invalid domain pattern {raw!r}: '*' is allowed only alone or as a leading '*.'", where)
         elif _host_name(value):
-            matcher["exact"][value] = True
+            matcher["exact"][value] = "name"
         else:
             raise _error(f"invalid domain {raw!r}: not a host name, IPv4/IPv6 address or CIDR", where)
     matcher["cidrs4"] = sorted(matcher["cidrs4"])
     matcher["cidrs6"] = sorted(matcher["cidrs6"])
+    nets: dict[str, dict[str, str]] = {}
+    for cidr in matcher["cidrs4"]:
+        network = ipaddress.IPv4Network(cidr)
+        key = str(int(network.network_address) >> (32 - network.prefixlen))
+        nets.setdefault(str(network.prefixlen), {})[key] = cidr
+    matcher["cidr4_lengths"] = sorted(int(length) for length in nets)
+    matcher["cidr4_nets"] = nets
     return matcher
 
 
@@ -289,7 +349,7 @@ def _normal_path(path: str) -> bool:
 
 
 def _path_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
-    matcher: dict[str, dict[str, bool]] = {"exact": {}, "prefixes": {}}
+    matcher: dict[str, Any] = {"exact": {}, "prefixes": {}}
     for index, raw in enumerate(entries):
         where = f"{pointer}/{index}"
         if not raw.startswith("/"):
@@ -300,7 +360,9 @@ def _path_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
         if not _normal_path(directory):
             raise _error(f"path pattern {raw!r} is not normalised (empty, '.' or '..' segment, or NUL)", where)
         matcher["prefixes" if star else "exact"][directory] = True
-    return matcher
+    # The depth of a prefix is its number of segments ("/" 0, "/workspace" 1): the Rego looks up only those.
+    depths = {0 if prefix == "/" else prefix.count("/") for prefix in matcher["prefixes"]}
+    return {**matcher, "depths": sorted(depths)}
 
 
 def _lower_filesystem(fs: FilesystemSection | None) -> dict[str, Any] | None:
@@ -391,4 +453,5 @@ def lower_content(content: PolicyContent) -> dict[str, Any]:
         "sections": {name: section is not None for name, section in sections.items()},
         **sections,
         "model_providers": model_provider_table(),
+        "model_prefixes": model_provider_index(),
     }
