@@ -48,6 +48,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import CompileError
+from .indexes import MODEL_PROVIDER_PREFIXES, cidr4_index, glob_index, glob_regex, model_provider_index, prefix_depths
 from ..policy.model import (
     ApisSection,
     CapabilitiesSection,
@@ -63,12 +64,9 @@ from ..policy.model import (
 __all__ = [
     "FILE_OPERATIONS",
     "MAX_SAFE_INTEGER",
-    "MODEL_KEY_LENGTH",
     "MODEL_PROVIDER_PREFIXES",
     "glob_regex",
     "lower_content",
-    "model_provider_index",
-    "model_provider_table",
 ]
 
 #: Operations a filesystem action may name (``allowed_operations`` picks from these).
@@ -77,32 +75,7 @@ FILE_OPERATIONS = ("append", "create", "delete", "execute", "list", "read", "wri
 #: Limits and counters stay exact in every JSON parser (IEEE doubles hold integers up to 2**53).
 MAX_SAFE_INTEGER = 2**53 - 1
 
-#: Model-name prefix -> provider, for a model action without ``provider``. A prefix
-#: ending in ``-`` is a plain prefix; any other (a model family such as ``o1`` or
-#: ``llama``) matches the name itself or the name followed by ``-``, ``_``, ``.``,
-#: ``:`` or a digit, so ``o1-mini`` and ``llama3.1`` match while ``o1x`` does not.
-MODEL_PROVIDER_PREFIXES: dict[str, str] = {
-    "chatgpt-": "openai",
-    "claude-": "anthropic",
-    "codestral": "mistral",
-    "command-": "cohere",
-    "deepseek-": "deepseek",
-    "gemini-": "google",
-    "gpt-": "openai",
-    "grok-": "xai",
-    "llama": "meta",
-    "mistral-": "mistral",
-    "mixtral-": "mistral",
-    "o1": "openai",
-    "o3": "openai",
-    "o4": "openai",
-}
-
-#: Model-name prefixes are grouped by this many leading characters (every prefix has at least as many).
-MODEL_KEY_LENGTH = 2
-
 _CONTENT = "/content"
-_REGEX_META = frozenset("\\.+*?()|[]{}^$")
 _LABEL = re.compile(r"[a-z0-9_-]{1,63}")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 _IPV4 = re.compile(r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")
@@ -130,39 +103,6 @@ def _ascii_lower(value: str) -> str:
 _ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def _regex_escape(text: str) -> str:
-    # Escape only the metacharacters RE2 and Rust's regex both accept escaped (re.escape escapes more).
-    return "".join("\\" + ch if ch in _REGEX_META else ch for ch in text)
-
-
-def glob_regex(pattern: str) -> str:
-    """``file_*`` -> ``^(?s:file_.*)$``: ``*`` is any run of characters, everything else literal."""
-    return "^(?s:" + ".*".join(_regex_escape(part) for part in pattern.split("*")) + ")$"
-
-
-def model_provider_index() -> dict[str, Any]:
-    """The prefix table grouped by the first :data:`MODEL_KEY_LENGTH` characters of each prefix:
-    ``{"key_length": 2, "groups": {"gp": [{"prefix": "gpt-", "provider": "openai", "plain": true}], ...}}``.
-
-    ``plain`` prefixes (ending in ``-``) match any name they start; the others (a model family) only the
-    name itself or the name followed by ``-``, ``_``, ``.``, ``:`` or a digit.
-    """
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for prefix, provider in sorted(MODEL_PROVIDER_PREFIXES.items()):
-        row = {"prefix": prefix, "provider": provider, "plain": prefix.endswith("-")}
-        groups.setdefault(prefix[:MODEL_KEY_LENGTH], []).append(row)
-    return {"key_length": MODEL_KEY_LENGTH, "groups": groups}
-
-
-def model_provider_table() -> list[dict[str, str]]:
-    """The prefix table as the Rego reads it: ``[{"prefix", "provider", "regex"}]`` sorted by prefix."""
-    table = []
-    for prefix, provider in sorted(MODEL_PROVIDER_PREFIXES.items()):
-        tail = "" if prefix.endswith("-") else "([-_.:0-9]|$)"
-        table.append({"prefix": prefix, "provider": provider, "regex": f"^{_regex_escape(prefix)}{tail}"})
-    return table
-
-
 # -- names -------------------------------------------------------------------------------------------
 
 
@@ -180,30 +120,7 @@ def _name_matcher(lists: Iterable[tuple[tuple[str, ...], str]]) -> dict[str, Any
                 patterns[name] = glob_regex(name)
             else:
                 exact[name] = True
-    return {"exact": exact, "patterns": patterns, "globs": _glob_index(patterns)}
-
-
-def _prefix_index(keys: Iterable[str], value: Any = True) -> dict[str, Any]:
-    """``{"lengths": [...], "prefixes": {key: value}}``: the distinct lengths (in code points) of the keys."""
-    keyed = dict.fromkeys(sorted(keys), value)
-    return {"lengths": sorted({len(key) for key in keyed}), "prefixes": keyed}
-
-
-def _glob_index(patterns: dict[str, str]) -> dict[str, Any]:
-    """Globs grouped by their literal prefix, each group split by the shape of the rest (see the module docstring)."""
-    groups: dict[str, dict[str, Any]] = {}
-    for glob in sorted(patterns):
-        prefix, rest = glob.split("*", 1)
-        group = groups.setdefault(prefix, {"any": False, "suffixes": set(), "regexes": {}})
-        if rest == "":
-            group["any"] = True
-        elif "*" not in rest:
-            group["suffixes"].add(rest[::-1])
-        else:
-            group["regexes"][glob] = patterns[glob]
-    for group in groups.values():
-        group["suffixes"] = _prefix_index(group["suffixes"])
-    return {"lengths": sorted({len(prefix) for prefix in groups}), "prefixes": groups}
+    return {"exact": exact, "patterns": patterns, "globs": glob_index(patterns)}
 
 
 def _lower_tools(capabilities: CapabilitiesSection | None, tools: ToolsSection | None) -> dict[str, Any] | None:
@@ -305,14 +222,7 @@ def _domain_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
             raise _error(f"invalid domain {raw!r}: not a host name, IPv4/IPv6 address or CIDR", where)
     matcher["cidrs4"] = sorted(matcher["cidrs4"])
     matcher["cidrs6"] = sorted(matcher["cidrs6"])
-    nets: dict[str, dict[str, str]] = {}
-    for cidr in matcher["cidrs4"]:
-        network = ipaddress.IPv4Network(cidr)
-        key = str(int(network.network_address) >> (32 - network.prefixlen))
-        nets.setdefault(str(network.prefixlen), {})[key] = cidr
-    matcher["cidr4_lengths"] = sorted(int(length) for length in nets)
-    matcher["cidr4_nets"] = nets
-    return matcher
+    return {**matcher, **cidr4_index(matcher["cidrs4"])}
 
 
 def _add_network(matcher: dict[str, Any], network: ipaddress.IPv4Network | ipaddress.IPv6Network, raw: str,
@@ -360,9 +270,7 @@ def _path_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
         if not _normal_path(directory):
             raise _error(f"path pattern {raw!r} is not normalised (empty, '.' or '..' segment, or NUL)", where)
         matcher["prefixes" if star else "exact"][directory] = True
-    # The depth of a prefix is its number of segments ("/" 0, "/workspace" 1): the Rego looks up only those.
-    depths = {0 if prefix == "/" else prefix.count("/") for prefix in matcher["prefixes"]}
-    return {**matcher, "depths": sorted(depths)}
+    return {**matcher, "depths": prefix_depths(matcher["prefixes"])}
 
 
 def _lower_filesystem(fs: FilesystemSection | None) -> dict[str, Any] | None:
@@ -452,6 +360,5 @@ def lower_content(content: PolicyContent) -> dict[str, Any]:
         # The Rego tests presence here: reading a whole section costs OPA O(section size) per query.
         "sections": {name: section is not None for name, section in sections.items()},
         **sections,
-        "model_providers": model_provider_table(),
         "model_prefixes": model_provider_index(),
     }
