@@ -5,10 +5,11 @@ BIN         := $(VENV)/bin
 TOOLS       := $(CURDIR)/.tools/bin
 OPA_VERSION := v1.22.3
 OPA         := $(TOOLS)/opa
+CRANE       := $(TOOLS)/crane
 export PATH := $(TOOLS):$(PATH)
 export SEKUIRE_OPA := $(OPA)
 
-.PHONY: setup opa test rego-test pytest demo bench lint typecheck properties-deep mutate fuzz clean
+.PHONY: setup opa crane test rego-test pytest demo bench lint typecheck properties-deep mutate fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -27,7 +28,13 @@ $(OPA):
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/open-policy-agent/opa@$(OPA_VERSION)
 	$(OPA) version | head -1
 
-test: setup opa rego-test pytest
+# go-containerregistry's crane: a real OCI registry on loopback for the OCI tests (crane registry serve).
+crane: $(CRANE)
+
+$(CRANE):
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
+
+test: setup opa crane rego-test pytest
 
 # Render the Rego library for a test workspace and run its _test.rego files with the real OPA.
 rego-test: setup opa
@@ -36,7 +43,7 @@ rego-test: setup opa
 	$(OPA) check --strict build/rego-test
 	$(OPA) test --v0-compatible=false build/rego-test
 
-pytest: setup opa
+pytest: setup opa crane
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
@@ -69,9 +76,10 @@ properties-deep: setup opa
 	SEKUIRE_HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider --hypothesis-seed=$$seed \
 		tests/test_properties.py tests/test_normalize_oracle.py
 
-# Mutation testing (not in CI): Rego mutants of policies/rego, each against opa test, then the corpus and the
-# differential test; a table, survivors with their diff, JSON under build/mutate/. A full run takes hours on
-# 2 cores: MUTATE_ARGS="--max 40 --seed 1" samples, "--only network" picks a template.
+# Mutation testing (not in CI): Rego mutants of policies/rego (each against opa test, then the corpus, differential,
+# batch and explanation tests) and Python mutants of the security core (mutmut 2.5, in place, restored from git);
+# tables, survivors with their diff, JSON under build/mutate/. A full run takes hours on 2 cores:
+# MUTATE_ARGS="--half rego --max 40 --seed 1" samples, "--only network" picks a template, "--half python --budget 600".
 mutate: setup opa
 	$(BIN)/python -m tests.mutate $(MUTATE_ARGS)
 

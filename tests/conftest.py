@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import shutil
+import ssl
 import socket
 import subprocess
 import threading
@@ -58,15 +59,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.opa)
 
 
-@pytest.fixture(scope="session")
-def opa_bin() -> str:
-    path = find_opa()
+def tool_or_skip(path: str | None, make_target: str) -> str:
+    """A tool the tests run (the real OPA, crane); missing: a failure in CI, a skip elsewhere."""
     if path is None:
-        message = "the real OPA binary is missing: run `make opa`"
+        message = f"{make_target} is missing: run `make {make_target}`"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def opa_bin() -> str:
+    return tool_or_skip(find_opa(), "opa")
 
 
 @pytest.fixture(scope="session")
@@ -171,15 +176,20 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def static_http_server(directory: Path, handler: type[http.server.BaseHTTPRequestHandler] | None = None) -> Iterator[str]:
-    """Serve ``directory`` on 127.0.0.1 (a real HTTP server); yields the base URL and stops it after."""
+def static_http_server(directory: Path, handler: Any = None, *, tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve ``directory`` on 127.0.0.1 (a real HTTP server; HTTPS with ``tls``); yields the base URL, stops it after.
+
+    ``handler``: a handler class (or a partial of one) instead of the quiet static-file handler.
+    """
     handler_cls = handler or functools.partial(_QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     # A short poll interval: shutdown() waits up to one interval, at every test teardown.
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -221,3 +231,13 @@ def documents(envelope_vectors, vector_seed) -> dict[str, bytes]:
 def url(backend, http_server, tmp_path) -> str:
     """The base URL of ``backend`` on a real HTTP server on 127.0.0.1 (stopped after the test)."""
     return http_server(tmp_path, backend.handler())
+
+
+@pytest.fixture(scope="session")
+def rsa_keys(tmp_path_factory) -> tuple[Path, Path]:
+    """An RS256 bundle-signing key pair (private, public PEM files), as ``sekuire keys generate`` writes it."""
+    from sekuire.compiler.cli import main
+
+    folder = tmp_path_factory.mktemp("keys")
+    assert main(["keys", "generate", "--key-id", "default", "--algorithm", "RS256", "--out", str(folder / "bundle")]) == 0
+    return folder / "bundle.pem", folder / "bundle.pub.pem"

@@ -162,8 +162,9 @@ def test_an_older_version_is_refused_and_the_newer_kept(client, backend, envelop
     with pytest.raises(PolicyRollbackError, match=r"/version: version 1 is not newer than the held version 2"):
         client.fetch_active_policy(WS)
     client.invalidate_cache(WS)  # invalidation forces a refetch, it does not lower the floor
-    with pytest.raises(PolicyRollbackError):
+    with pytest.raises(PolicyRollbackError) as info:
         client.fetch_active_policy(WS)
+    assert info.value.code == "rollback"  # the code callers and the CLI's JSON output tell a rollback by
     backend.set_policy(v2)
     assert client.fetch_active_policy(WS) == held
     backend.set_policy(signed_policy(envelope_vectors["valid"], vector_seed, version="10"))

@@ -31,7 +31,7 @@ from sekuire.runtime.masking import Mask, mask_rego
 from sekuire.runtime.errors import InvalidActionError
 
 from .conftest import static_http_server, wait_until
-from .test_opa_integration import CODING, KEYRING, cli, rsa_keys  # noqa: F401 - rsa_keys is a fixture
+from .test_opa_integration import CODING, KEYRING, cli
 
 MASK = ["/input/action/args/card", {"op": "upsert", "path": "/input/context/agent", "value": "masked"}]
 LABELS = {"team": "agents"}

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from .conftest import ROOT, wait_until
-from .test_opa_integration import KEYRING, cli, query, rsa_keys  # noqa: F401 - rsa_keys is a fixture
+from .test_opa_integration import KEYRING, cli, query
 
 CODING = ROOT / "policies" / "examples" / "coding-assistant.json"
 RESOURCE = "/bundles/ws_abc123.tar.gz"

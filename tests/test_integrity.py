@@ -133,3 +133,46 @@ def test_canonical_json_rejects_nan_and_infinity(bad):
 
 def test_canonical_json_sorts_by_code_point_and_keeps_utf8():
     assert canonical_json({"é": 1, "z": 2, "A": [True, None]}) == '{"A":[true,null],"z":2,"é":1}'.encode()
+
+
+# -- verify_document itself: its defaults, messages and pointers (mutation testing found them untested) -------
+
+def test_verify_document_defaults_are_the_safe_ones(envelope_vectors, vector_keyring):
+    from sekuire.compiler.policy.integrity import verify_document
+
+    unsigned = copy.deepcopy(envelope_vectors["valid"])
+    del unsigned["signature"]
+    with pytest.raises(UnsignedPolicyError) as info:
+        verify_document(unsigned, vector_keyring)
+    assert (info.value.message, info.value.pointer) == (
+        "unsigned policy: no signature (allow unsigned policies only for development)", "/signature")
+    embedded = copy.deepcopy(envelope_vectors["valid"])
+    embedded["signing_public_key"] = envelope_vectors["key"]["public_key_hex"]
+    with pytest.raises(UnknownKeyError):
+        verify_document(embedded, Keyring())
+    assert verify_document(copy.deepcopy(envelope_vectors["valid"]), vector_keyring) == "verified"
+
+
+def test_verify_document_names_the_field_that_failed(envelope_vectors, vector_keyring):
+    from sekuire.compiler.policy.integrity import verify_document
+
+    no_key_id = copy.deepcopy(envelope_vectors["valid"])
+    del no_key_id["signing_key_id"]
+    with pytest.raises(UnsignedPolicyError) as info:
+        verify_document(no_key_id, vector_keyring)
+    assert (info.value.message, info.value.pointer) == ("signed policy names no signing_key_id", "/signing_key_id")
+    for bad_hash in ("0" * 64, "\ud800" * 64, "é" * 64):  # a lone surrogate or non-ASCII: a mismatch, not a crash
+        document = copy.deepcopy(envelope_vectors["valid"])
+        document["hash"] = bad_hash
+        with pytest.raises(HashMismatchError) as info:
+            verify_document(document, vector_keyring)
+        assert (info.value.message, info.value.pointer) == (
+            "hash mismatch: content does not match the hash field", "/hash")
+
+
+def test_sign_document_names_its_key(envelope_vectors, vector_seed):
+    document = copy.deepcopy(envelope_vectors["valid"])
+    for field in ("signature", "signing_key_id", "hash"):
+        document.pop(field, None)
+    signed = sign_document(document, vector_seed, "key_other")
+    assert signed["signing_key_id"] == "key_other" and "signing_key_id" not in document

@@ -22,10 +22,8 @@ import json
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from sekuire.compiler import load_policy, sign_document
 from sekuire.compiler.bundle.tarball import load_bundle
@@ -38,13 +37,6 @@ ACTIONS = [
 
 def cli(*argv: str) -> int:
     return main([str(a) for a in argv])
-
-
-@pytest.fixture(scope="module")
-def rsa_keys(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("keys")
-    assert cli("keys", "generate", "--key-id", "default", "--algorithm", "RS256", "--out", folder / "bundle") == 0
-    return folder / "bundle.pem", folder / "bundle.pub.pem"
 
 
 def query(url: str, path: str, action: dict) -> dict:
@@ -195,3 +187,18 @@ def test_policy_eval_prints_the_decision_and_exits_by_it(tmp_path, rsa_keys, cap
     assert capsys.readouterr().err == "error: --action: name must not be empty\n"
     assert cli("policy", "eval", "--bundle", bundle, "--action", '{"type": "tool", "name": "web_search"}') == 1
     assert "pass its verification_key" in capsys.readouterr().err
+
+
+def test_a_bundle_with_default_roots_cannot_sit_beside_a_workspace(tmp_path, opa_bin):
+    """A bundle without roots owns the whole data tree: OPA refuses to load it beside a sekuire bundle (what
+    docs/opa.md tells fleets: give your own bundles roots)."""
+    ours = tmp_path / "ours.tar.gz"
+    assert cli("policy", "build", "--file", CODING, "--keyring", KEYRING, "--out", ours) == 0
+    theirs = tmp_path / "theirs"
+    (theirs / "acme").mkdir(parents=True)
+    (theirs / "acme" / "policy.rego").write_text("package acme\n\nallow if input.user == \"alice\"\n")
+    built = tmp_path / "theirs.tar.gz"
+    subprocess.run([opa_bin, "build", "-b", str(theirs), "-o", str(built)], check=True, capture_output=True)
+    result = subprocess.run([opa_bin, "run", "--server", "--addr", "127.0.0.1:0", "--bundle", str(ours),
+                             "--bundle", str(built)], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "overlap" in (result.stdout + result.stderr).lower()

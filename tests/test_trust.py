@@ -49,8 +49,21 @@ def test_rotation_vector_verifies_exactly_when_it_says(vector: dict) -> None:
         verify_rotation(*args)
         assert fingerprint(bytes.fromhex(vector["public_key"])) == vector["fingerprint"]
     else:
-        with pytest.raises((UnknownKeyError, BadSignatureError)):
+        with pytest.raises((UnknownKeyError, BadSignatureError)) as info:
             verify_rotation(*args)
+        # each refusal says which key and why (what `keys trust` and `policy pull` print)
+        expected = {
+            "self endorsement": "key 'key_old' endorses itself; a rotation needs a key already trusted",
+            "untrusted endorser": "key 'key_new' is endorsed by 'key_unknown', which is not in the trusted keyring",
+        }.get(vector["name"], f"rotation statement for key '{vector['key_id']}' is not signed by 'key_old'")
+        assert str(info.value) == expected
+
+
+def test_a_rotation_signature_that_is_not_hex_is_refused_as_such() -> None:
+    trusted = VECTORS["trusted"]
+    with pytest.raises(BadSignatureError) as info:
+        verify_rotation(_trusted(), "key_new", bytes(32), trusted["key_id"], "XY" * 64)
+    assert str(info.value) == "rotation signature: expected 128 lower-case hex digits"
 
 
 # -- keys trust / list / remove ---------------------------------------------------------------------------

@@ -13,12 +13,11 @@ later run continues). Run it through ``make mutate`` (``MUTATE_ARGS="--half pyth
 from __future__ import annotations
 
 import json
-import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,22 +52,27 @@ def _ensure_mutmut() -> None:
 
 
 def _results() -> dict[str, dict[str, object]]:
-    """Per module: mutants, killed, survivors (id and diff), from mutmut's JUnit report of its cache."""
-    report = _mutmut("junitxml")
+    """Per module: mutants, killed, survivors (id, line and diff), read from mutmut's cache (``.mutmut-cache``, an
+    SQLite file: mutmut's own ``junitxml`` report trips over mutants it re-created between budgeted runs)."""
+    cache = ROOT / ".mutmut-cache"
     per: dict[str, dict[str, object]] = {}
-    if report.returncode != 0 or "<testsuite" not in report.stdout:
+    if not cache.exists():
         return per
-    for case in ET.fromstring(report.stdout[report.stdout.index("<"):]).iter("testcase"):
-        module = case.get("file", "?")
-        row = per.setdefault(module, {"mutants": 0, "killed": 0, "survived": [], "skipped": 0})
+    with sqlite3.connect(f"file:{cache}?mode=ro", uri=True) as db:
+        rows = db.execute('SELECT m.id, s.filename, l.line_number, l.line, m.status FROM Mutant m '
+                          'JOIN Line l ON m.line = l.id JOIN SourceFile s ON l.sourcefile = s.id '
+                          'ORDER BY s.filename, l.line_number').fetchall()
+    for ident, module, number, line, state in rows:
+        row = per.setdefault(module, {"mutants": 0, "killed": 0, "survived": [], "untested": 0})
         row["mutants"] = int(row["mutants"]) + 1  # type: ignore[call-overload]
-        if case.find("failure") is not None:
-            ident = re.sub(r"\D", "", case.get("name", "")) or case.get("name", "")
-            row["survived"].append({"id": ident, "diff": _mutmut("show", ident).stdout.strip()})  # type: ignore[union-attr]
-        elif case.find("skipped") is not None:
-            row["skipped"] = int(row["skipped"]) + 1  # type: ignore[call-overload]
-        else:
+        if state == "ok_killed":
             row["killed"] = int(row["killed"]) + 1  # type: ignore[call-overload]
+        elif state in ("bad_survived", "bad_timeout", "ok_suspicious"):
+            shown = _mutmut("show", str(ident)).stdout.strip()
+            row["survived"].append({"id": ident, "line": number + 1, "source": line.strip(),  # type: ignore[union-attr]
+                                    "status": state, "diff": shown if shown.startswith("---") else ""})
+        else:
+            row["untested"] = int(row["untested"]) + 1  # type: ignore[call-overload]
     return per
 
 
@@ -110,7 +114,7 @@ def run(only: list[str] | None, budget: float) -> int:
         _write(_results(), time.monotonic() - started)
     per = _results()
     _write(per, time.monotonic() - started)
-    print("\n| module | mutants | tested | killed | survived |\n|---|---|---|---|---|")
+    print("\n| module | mutants | tested | killed | survived |\n|---|---|---|---|---|")  # tested: within the budget
     for module, row in sorted(per.items()):
         survivors = row["survived"]
         assert isinstance(survivors, list)
@@ -121,5 +125,5 @@ def run(only: list[str] | None, budget: float) -> int:
     print(f"\n{killed}/{tested} tested mutants killed ({killed / max(1, tested):.1%}); JSON: {OUT / 'python.json'}")
     for module, row in sorted(per.items()):
         for survivor in row["survived"]:  # type: ignore[attr-defined]
-            print(f"SURVIVED {module} #{survivor['id']}\n{survivor['diff']}")
+            print(f"SURVIVED {module}:{survivor['line']} #{survivor['id']} {survivor['source']}\n{survivor['diff']}")
     return 0
