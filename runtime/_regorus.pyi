@@ -32,6 +32,9 @@ class Policy:
     def evaluate(self, rule: str, input: Any) -> Any:  # noqa: A002
         """The value of ``rule`` for ``input`` (JSON-like objects; TypeError or ValueError as json.dumps)."""
 
+    def evaluate_text(self, rule: str, input: Any) -> str:  # noqa: A002
+        """The value of ``rule`` for ``input`` (JSON-like objects) as compact JSON text, keys sorted."""
+
     def evaluate_json(self, rule: str, input_json: str) -> str:
         """The value of ``rule`` for ``input_json`` as compact JSON text."""
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..compiler.textsafe import MAX_MESSAGE, MAX_QUOTED, clean, redact_text
 from .errors import EngineResponseError, SekuireRuntimeError
 
-__all__ = ["AllowedBy", "Decision", "ENGINE_UNAVAILABLE", "PolicyViolationError", "Violation"]
+__all__ = ["AllowedBy", "Decision", "DecisionMemo", "ENGINE_UNAVAILABLE", "PolicyViolationError", "Violation"]
 
 #: The rule of the deny that stands in for a decision the engine could not give.
 ENGINE_UNAVAILABLE = "engine.unavailable"
@@ -107,6 +107,39 @@ class Decision:
     def log_result(self) -> dict[str, Any]:
         """The engine's result for a decision log, with the violations as this decision shows them."""
         return {**self.raw, "violations": [{"rule": v.rule, "message": v.message} for v in self.violations]}
+
+
+V = TypeVar("V")
+
+
+class DecisionMemo(Generic[V]):
+    """Decisions decoded from an engine's answer texts, reused when the same text comes again.
+
+    Most answers repeat byte for byte (the same allow, with the same policy
+    metadata), and a :class:`Decision` is a pure function of its answer, so an
+    engine that receives text (regorus' JSON, OPA's body) looks the text up
+    before it decodes and checks it. Bounded: at most :attr:`MAX_ENTRIES`
+    texts of at most :attr:`MAX_TEXT` characters each (bytes, for OPA's
+    bodies); cleared when full. Safe from any thread (one dict operation each).
+    """
+
+    MAX_ENTRIES = 1024
+    MAX_TEXT = 4096
+
+    def __init__(self) -> None:
+        self._decoded: dict[str | bytes, V] = {}
+
+    def get(self, text: str | bytes) -> V | None:
+        """What :meth:`put` stored for ``text``, or None."""
+        return self._decoded.get(text)
+
+    def put(self, text: str | bytes, value: V) -> None:
+        """Remember ``value`` (a decision, or what an engine needs beside it) for ``text`` if the text is short."""
+        if len(text) > self.MAX_TEXT:
+            return
+        if len(self._decoded) >= self.MAX_ENTRIES:
+            self._decoded.clear()
+        self._decoded[text] = value
 
 
 def _allowed_by(listed: object) -> tuple[AllowedBy, ...]:

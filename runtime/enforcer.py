@@ -42,6 +42,7 @@ from .counters import DecisionCounters
 from .decision import ENGINE_UNAVAILABLE, Decision, PolicyViolationError, Violation
 from .decision_log import DecisionLogger, DecisionSink, LoggingSink
 from .explain import aexplain, explain
+from .memo import AllowMemo
 from .engine import EmbeddedEngine, Engine, decision_path
 from .errors import EngineError
 from .normalize import check_amount, check_kind, check_name, normalize_action
@@ -50,9 +51,6 @@ from .ratelimit import RateLimiter, Reservation
 __all__ = ["DEV_OVERRIDE_ENV", "PolicyEnforcer"]
 
 logger = logging.getLogger(__name__)
-
-#: Allows the memo in front of normalisation keeps (see ``_memo_key``).
-MEMO_SIZE = 4096
 
 #: Set to ``true`` to turn every enforcer created afterwards into warn-only mode (development only).
 DEV_OVERRIDE_ENV = "SEKUIRE_POLICY_DEV_OVERRIDE"
@@ -125,7 +123,7 @@ class PolicyEnforcer:
         else:
             self.decision_log = None
         self._context = {"agent": self.agent_id, "workspace": self.workspace_id}
-        self._memo: dict[tuple[Any, ...], tuple[str, Decision]] = {}
+        self._memo = AllowMemo(self)  # in front of normalisation (memo.py)
         if self.warn_only:
             how = "warn_only=True" if warn_only else f"the environment ({DEV_OVERRIDE_ENV}=true)"
             logger.error(
@@ -141,33 +139,48 @@ class PolicyEnforcer:
 
         ``args`` (a JSON object, :mod:`.args`) becomes ``input.action.args`` for extension rules to decide on.
         """
+        if args is None and type(name) is str and (hit := self._memo.hit(("tool", name, None))) is not None:
+            return hit
         return self._enforce({"type": "tool", "name": name, "args": args})
 
     def enforce_capability(self, name: str, args: Mapping[str, Any] | None = None) -> Decision:
         """Allow the capability ``name`` (``github:create_issue``; the tool lists), or raise PolicyViolationError."""
+        if args is None and type(name) is str and (hit := self._memo.hit(("capability", name, None))) is not None:
+            return hit
         return self._enforce({"type": "capability", "name": name, "args": args})
 
     def enforce_network(self, host: str, protocol: str = "https") -> Decision:
         """Allow a connection to ``host`` over ``protocol``, or raise PolicyViolationError."""
+        if type(host) is str and type(protocol) is str and (hit := self._memo.hit(("network", host, protocol))):
+            return hit
         return self._enforce({"type": "network", "host": host, "protocol": protocol})
 
     def enforce_filesystem(self, path: str | os.PathLike[str], operation: str = "read") -> Decision:
         """Allow ``operation`` on ``path`` (normalised lexically first), or raise PolicyViolationError."""
+        if type(path) is str and type(operation) is str and (hit := self._memo.hit(("filesystem", path, operation))):
+            return hit
         return self._enforce({"type": "filesystem", "path": path, "operation": operation})
 
     def enforce_api(self, name: str) -> Decision:
         """Allow calling the API ``name`` (``permissions.apis``), or raise PolicyViolationError."""
+        if type(name) is str and (hit := self._memo.hit(("api", name))) is not None:
+            return hit
         return self._enforce({"type": "api", "name": name})
 
     def enforce_model(self, name: str, provider: str | None = None) -> Decision:
         """Allow the model ``name`` (its provider given or inferred from the name), or raise PolicyViolationError."""
+        if type(name) is str and (provider is None or type(provider) is str) and (
+            hit := self._memo.hit(("model", name, provider))
+        ):
+            return hit
         return self._enforce({"type": "model", "name": name, "provider": provider})
 
     def enforce_rate_limit(self, kind: str, amount: int = 1) -> Decision:
         """Count ``amount`` requests or tokens against the policy's limits; counted only when allowed."""
-        action = normalize_action({"type": "rate_limit", "kind": kind, "amount": amount})
-        with self._reserve(action) as reservation:
-            decision = self._decide({**action, "usage": reservation.usage}, cacheable=False)
+        kind, amount = check_kind(kind), check_amount(amount)  # normalize_action's checks, without the dicts
+        with self.rate_limiter.reserve(self._rate_key(kind), amount) as reservation:
+            action = {"type": "rate_limit", "kind": kind, "amount": amount, "usage": reservation.usage}
+            decision = self._decide(action, cacheable=False)
             if decision.allow:
                 reservation.commit()
         return self._conclude(decision)
@@ -248,51 +261,22 @@ class PolicyEnforcer:
     # -- the machinery ---------------------------------------------------------------
 
     def _enforce(self, action: Mapping[str, Any]) -> Decision:
-        key, revision = self._memo_key(action)
-        if key is not None:
-            hit = self._memo.get(key)
-            if hit is not None and hit[0] == revision:
-                self.counters.count(True)
-                return hit[1]
+        key, revision = self._memo.key(action)
+        if key is not None and (hit := self._memo.hit(key)) is not None:
+            return hit
         decision = self._conclude(self._decide(normalize_action(action)))
         if key is not None and decision.allow:
-            self._remember(key, revision, decision)
+            self._memo.remember(key, revision, decision)
         return decision
 
     async def _aenforce(self, action: Mapping[str, Any]) -> Decision:
-        key, revision = self._memo_key(action)
-        if key is not None:
-            hit = self._memo.get(key)
-            if hit is not None and hit[0] == revision:
-                self.counters.count(True)
-                return hit[1]
+        key, revision = self._memo.key(action)
+        if key is not None and (hit := self._memo.hit(key)) is not None:
+            return hit
         decision = self._conclude(await self._adecide(normalize_action(action)))
         if key is not None and decision.allow:
-            self._remember(key, revision, decision)
+            self._memo.remember(key, revision, decision)
         return decision
-
-    # The memo in front of normalisation: the exact arguments of an ``enforce_*`` call (each a ``str``) and the
-    # engine revision to an allow. A hit skips normalisation, the cache key and the cache (about 1 us instead of
-    # 4-5). Only allows (a deny must reach callbacks and logs), only where the decision cache may keep decisions
-    # indefinitely (an embedded engine; not OPA, whose policy can change under us), never when every decision
-    # must be logged. Bounded: cleared when full.
-
-    def _memo_key(self, action: Mapping[str, Any]) -> tuple[tuple[Any, ...] | None, str]:
-        if self.cache is None or self.cache.ttl is not None or self.decision_log is not None:
-            return None, ""
-        key = tuple(action.values())
-        if not all(value is None or type(value) is str for value in key):
-            return None, ""
-        try:
-            revision = self.engine.revision
-        except EngineError:
-            return None, ""
-        return (key, revision) if revision else (None, "")
-
-    def _remember(self, key: tuple[Any, ...], revision: str, decision: Decision) -> None:
-        if len(self._memo) >= MEMO_SIZE:
-            self._memo.clear()
-        self._memo[key] = (revision, decision)
 
     def _rate_key(self, kind: str) -> tuple[str, str, str]:
         return (self.workspace_id, self.agent_id, kind)
@@ -329,7 +313,7 @@ class PolicyEnforcer:
             return self._record(query, cached)
         started = time.perf_counter_ns() if self.decision_log is not None else 0
         try:
-            decision = Decision.from_result(self.engine.evaluate(self.path, query.input))
+            decision = self.engine.decide(self.path, query.input)
         except EngineError as exc:
             return self._record(query, Decision.failure(str(exc)), failed=True, started=started)
         return self._record(query, decision, fresh=True, started=started)
@@ -340,7 +324,7 @@ class PolicyEnforcer:
             return self._record(query, cached)
         started = time.perf_counter_ns() if self.decision_log is not None else 0
         try:
-            decision = Decision.from_result(await self.engine.aevaluate(self.path, query.input))
+            decision = await self.engine.adecide(self.path, query.input)
         except EngineError as exc:
             return self._record(query, Decision.failure(str(exc)), failed=True, started=started)
         return self._record(query, decision, fresh=True, started=started)

@@ -37,6 +37,7 @@ from ..compiler.version import REGORUS_VERSION
 from ._regorus import CompileError as RegoCompileError
 from ._regorus import Policy as RegoPolicy
 from ._regorus import RegorusError, UndefinedError
+from .decision import Decision, DecisionMemo
 from .errors import EngineResponseError, EngineUnavailable, InvalidActionError
 
 if TYPE_CHECKING:
@@ -128,6 +129,18 @@ class Engine(abc.ABC):
         """Async twin; engines without I/O answer inline (cheaper than a thread hop)."""
         return self.evaluate(path, input)
 
+    def decide(self, path: str, input: Mapping[str, Any]) -> Decision:  # noqa: A002
+        """:meth:`evaluate` read as a :class:`Decision` (EngineError for an answer off the contract).
+
+        The enforcer's cold path. Engines that receive answers as text override it
+        to reuse the decision decoded from an identical answer (:class:`DecisionMemo`).
+        """
+        return Decision.from_result(self.evaluate(path, input))
+
+    async def adecide(self, path: str, input: Mapping[str, Any]) -> Decision:  # noqa: A002
+        """Async twin of :meth:`decide`."""
+        return Decision.from_result(await self.aevaluate(path, input))
+
     def close(self) -> None:
         """Release connections or compiled programs; further queries raise EngineUnavailable."""
 
@@ -168,6 +181,9 @@ class EmbeddedEngine(Engine):
         self._bundle_name = bundle_name
         self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._decoded: DecisionMemo[Decision] = DecisionMemo()
+        # A subclass that overrides evaluate (to count, log or rewrite queries) keeps seeing every one.
+        self._text_path = type(self).evaluate is EmbeddedEngine.evaluate
         try:
             self._policy: RegoPolicy | None = RegoPolicy(sorted(modules.items()), json.dumps(data))
         except RegorusError as exc:
@@ -274,27 +290,53 @@ class EmbeddedEngine(Engine):
 
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
         """Evaluate the rule at data path ``path`` for ``input``; EngineError on any failure."""
-        policy = self._live()
         ref = self._rule(path)
         try:
-            result = policy.evaluate(ref, input)
-        except UndefinedError:
-            raise EngineResponseError(f"{path}: undefined (no rule at this path answered)") from None
-        except RegoCompileError as exc:
-            raise EngineResponseError(f"cannot compile {ref}: {_first_line(exc)}") from None
-        except RegorusError as exc:
-            raise EngineResponseError(f"{path}: {_first_line(exc)}") from None
-        except (TypeError, ValueError) as exc:
-            # Raised only by the conversion of the input, with json.dumps' wording.
-            raise InvalidActionError(f"input is not JSON: {exc}") from None
+            result = self._live().evaluate(ref, input)
+        except (RegorusError, TypeError, ValueError) as exc:
+            raise _engine_error(exc, path, ref) from None
         if not isinstance(result, dict):
             raise EngineResponseError(f"{path}: expected an object, got {type(result).__name__}")
         return result
+
+    def decide(self, path: str, input: Mapping[str, Any]) -> Decision:  # noqa: A002
+        """:meth:`evaluate` as a :class:`Decision`, reusing the one decoded from an identical answer.
+
+        regorus writes the answer as JSON text (keys sorted, so equal answers are equal
+        texts); a text seen before skips building Python objects and checking them again.
+        """
+        if not self._text_path:
+            return Decision.from_result(self.evaluate(path, input))
+        ref = self._rule(path)
+        try:
+            text = self._live().evaluate_text(ref, input)
+        except (RegorusError, TypeError, ValueError) as exc:
+            raise _engine_error(exc, path, ref) from None
+        decision = self._decoded.get(text)
+        if decision is None:
+            result = json.loads(text)
+            if not isinstance(result, dict):
+                raise EngineResponseError(f"{path}: expected an object, got {type(result).__name__}")
+            decision = Decision.from_result(result)
+            self._decoded.put(text, decision)
+        return decision
 
     def close(self) -> None:
         """Release the compiled program; later queries raise EngineUnavailable."""
         # Evaluations under way keep their reference to the policy and finish; regorus frees it after them.
         self._policy = None
+
+
+def _engine_error(exc: Exception, path: str, ref: str) -> Exception:
+    """A regorus failure as an EngineError; a TypeError or ValueError (raised only by the conversion of the
+    input, with json.dumps' wording) as InvalidActionError."""
+    if isinstance(exc, UndefinedError):
+        return EngineResponseError(f"{path}: undefined (no rule at this path answered)")
+    if isinstance(exc, RegoCompileError):
+        return EngineResponseError(f"cannot compile {ref}: {_first_line(exc)}")
+    if isinstance(exc, RegorusError):
+        return EngineResponseError(f"{path}: {_first_line(exc)}")
+    return InvalidActionError(f"input is not JSON: {exc}")
 
 
 # Entry points remembered per engine (paths come from the enforcer: a handful; the bound is for direct callers).

@@ -72,6 +72,7 @@ _BRACKETED = re.compile(rf"\[([0-9a-f:.]+)\](?::{_PORT})?")
 # Only characters a host name may have: rewriting anything else ("a ." -> "a ") could make a spelling
 # that a second pass (or the Rego's own normalisation) reads differently.
 _NAME_PORT = re.compile(rf"([a-z0-9._-]+)(?::{_PORT})?")
+_NAME_CHARS = string.ascii_lowercase + string.digits + "._-"
 
 
 def _show(value: object) -> str:
@@ -98,6 +99,9 @@ def check_name(name: object, field: str = "name") -> str:
     NUL and the other C0, DEL and C1 control characters are refused here and are
     ``input.invalid`` in the Rego, so a direct query is judged the same.
     """
+    # The common case in one pass of C: printable ASCII has no control character and always encodes.
+    if type(name) is str and name.isascii() and name.isprintable() and 0 < len(name) <= MAX_VALUE_LENGTH:
+        return name
     name = _check_string(name, field)
     if not name:
         raise InvalidActionError(f"{field} must not be empty")
@@ -115,7 +119,12 @@ def normalize_host(host: object) -> str:
     the host: it is not stripped) comes back unchanged for the Rego to deny.
     Only a non-string or oversized host raises.
     """
-    value = _check_string(host, "host").translate(_ASCII_LOWER)
+    if type(host) is str and host.isascii() and len(host) <= MAX_VALUE_LENGTH:
+        value = host.lower()  # on ASCII text, exactly the ASCII fold
+        if value and not value.strip(_NAME_CHARS):  # a plain name (the common case): no port, no brackets
+            return value if value.endswith("..") else value.removesuffix(".")
+    else:
+        value = _check_string(host, "host").translate(_ASCII_LOWER)
     bracketed = _BRACKETED.fullmatch(value)
     if bracketed:
         return bracketed[1] if _is_ipv6(bracketed[1]) else value
@@ -145,6 +154,8 @@ def normalize_path(path: object) -> str:
     runs): the Rego denies it as ``fs.invalid_path``. Symlinks are not resolved:
     the policy speaks of the names an agent uses.
     """
+    if type(path) is str and _normal_ascii_path(path):
+        return path
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
     value = _check_string(path, "path")
@@ -164,6 +175,21 @@ def normalize_path(path: object) -> str:
     return "/" + "/".join(parts)
 
 
+def _normal_ascii_path(path: str) -> bool:
+    """Already in normal form (what :func:`normalize_path` would return unchanged), by substring tests only:
+    absolute, no empty segment and no segment starting with ``.`` (so no ``.`` or ``..``), no NUL."""
+    return (
+        path.isascii()
+        and 1 < len(path) <= MAX_VALUE_LENGTH
+        and path[0] == "/"
+        and path[-1] != "/"
+        and "//" not in path
+        and "/." not in path
+        and "\0" not in path
+        and path.count("/") <= MAX_PATH_SEGMENTS
+    )
+
+
 def check_operation(operation: object) -> str:
     """One of :data:`FILE_OPERATIONS`."""
     if not isinstance(operation, str) or operation not in FILE_OPERATIONS:
@@ -173,7 +199,8 @@ def check_operation(operation: object) -> str:
 
 def check_protocol(protocol: object) -> str:
     """A URL scheme such as ``https`` or ``wss``, ASCII lower-cased."""
-    return check_name(protocol, "protocol").translate(_ASCII_LOWER)
+    name = check_name(protocol, "protocol")
+    return name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
 
 
 def check_kind(kind: object) -> str:
@@ -221,6 +248,12 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
 #: The ``input.action.type`` values of the decision contract.
 ACTION_TYPES = frozenset(_FIELDS)
 
+# Per type: the keys an action may have, and (field, default, check) in order: one loop, no lookups.
+_SPECS: dict[str, tuple[frozenset[str], tuple[tuple[str, Any, Callable[[Any], Any]], ...]]] = {
+    kind: (frozenset({"type", *fields}), tuple((field, default, _CHECKS[field]) for field, default in fields.items()))
+    for kind, fields in _FIELDS.items()
+}
+
 
 def normalize_action(action: Mapping[str, Any]) -> dict[str, Any]:
     """Check and normalise an ``input.action`` object; defaults filled in, unknown fields refused.
@@ -230,18 +263,19 @@ def normalize_action(action: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(action, Mapping):
         raise InvalidActionError(f"action must be an object, not {type(action).__name__}")
     kind = action.get("type")
-    fields = _FIELDS.get(kind) if isinstance(kind, str) else None
-    if fields is None:
+    spec = _SPECS.get(kind) if isinstance(kind, str) else None
+    if spec is None:
         raise InvalidActionError(f"unknown action type {_show(kind)}; expected one of {sorted(ACTION_TYPES)}")
-    unknown = set(action) - set(fields) - {"type"}
-    if unknown:
+    keys, fields = spec
+    if not keys.issuperset(action):
+        unknown = set(action) - keys
         raise InvalidActionError(f"{kind} action has unknown fields {sorted(map(str, unknown))}")
     normalized: dict[str, Any] = {"type": kind}
-    for field, default in fields.items():
+    for field, default, check in fields:
         value = action.get(field, default)
         if value is _REQUIRED:
             raise InvalidActionError(f"{kind} action needs {field}")
         if value is None and default is None:
             continue
-        normalized[field] = _CHECKS[field](value)
+        normalized[field] = check(value)
     return normalized

@@ -1,13 +1,14 @@
 """OPAEngine: decisions from a real OPA over its REST data API (``POST /v1/data/<path>``).
 
 No opa-python-client on this path (it serves the management plane:
-:mod:`.opa_admin`): the data API is one POST. The synchronous path, the one agent
-loops call most, uses the standard library's ``http.client`` with one keep-alive
-connection per thread: ``make bench`` measured httpx's per-request work at about
-470 us of CPU against 160 us for ``http.client``, which put the engine at 1.6-2.4x
-the raw REST anchor; with ``http.client`` it is within the 1.15x target. The
-asyncio path uses :mod:`.aiohttp11`, keep-alive connections pooled per event loop
-(httpx's AsyncClient held it at a third of the synchronous engine's throughput).
+:mod:`.opa_admin`): the data API is one POST. No httpx either: ``make bench`` measured its
+per-request work at about 470 us of CPU against 160 us for ``http.client`` (the
+engine was 1.6-2.4x the raw REST anchor), and its asyncio stack at about 1.7 ms
+(the asyncio engine ran at a third of the synchronous one). The synchronous path,
+the one agent loops call most, uses the standard library's ``http.client`` with
+one keep-alive connection per thread; the asyncio path uses :mod:`.asynchttp`,
+a lean HTTP/1.1 client on an :class:`asyncio.Protocol` with a keep-alive pool per
+event loop. Both raise the standard library's errors, mapped here alike.
 
 Revision: every query asks for ``?provenance=true``, whose ``bundles`` field
 names each activated bundle with its manifest revision (OPA's documented way;
@@ -30,8 +31,8 @@ nothing about the next attempt. A timeout is never retried.
 
 Bounded reads (:mod:`sekuire.compiler.httpio`): ``timeout`` is the deadline of
 the whole call, retries included, however OPA paces its bytes (asyncio cancels
-at the deadline; the synchronous path's socket is shut down by the shared
-watchdog thread, and each read is bounded too); an answer is at most
+at the deadline and closes the connection; the synchronous path's socket is shut
+down by the shared watchdog thread, and each read is bounded too); an answer is at most
 :data:`MAX_ANSWER_BYTES` (a longer one is refused as soon as it passes the
 limit, or at once by its Content-Length); a redirect is an error whose body is
 not read. The URL in every message and log has its userinfo removed.
@@ -51,19 +52,22 @@ import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from ..compiler.httpio import WATCHDOG, shutdown_socket
 from ..compiler.textsafe import clean, redact_text, redact_url
-from .aiohttp11 import AsyncPool, HTTPProtocolError
+from .asynchttp import ConnectionPool, close_on_loop
 from .engine import Engine
-from .errors import EngineResponseError, EngineUnavailable, InvalidActionError
+from .errors import EngineResponseError, EngineUnavailable
+from .oparequest import OPARequests, ssl_context
 
 __all__ = [
     "DEFAULT_DECISION_TTL",
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT",
+    "KEEPALIVE_EXPIRY",
     "MAX_ANSWER_BYTES",
+    "MAX_CONNECTIONS",
     "MAX_KEEPALIVE_CONNECTIONS",
     "OPAEngine",
 ]
@@ -78,16 +82,18 @@ _DECISION_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("sekui
 
 #: Seconds a decision from OPA may be reused (OPA polls bundles every 60 s or more by default).
 DEFAULT_DECISION_TTL = 5.0
-#: Idle asyncio connections kept per event loop (one per concurrent caller is what a loop reuses).
+MAX_CONNECTIONS = 32
 MAX_KEEPALIVE_CONNECTIONS = 16
+#: Seconds an idle pooled connection is kept.
+KEEPALIVE_EXPIRY = 30.0
 #: Larger answers from OPA are refused (a decision is a few kB; a manifest check of hundreds of tools some 100 kB).
 MAX_ANSWER_BYTES = 8 << 20
 _READ_STEP = 64 * 1024
 
-# Refused, reset, or a kept-alive connection the server closed (http.client's names for the last two).
-_SYNC_RETRYABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine)
-_SYNC_FAILURES = (OSError, http.client.HTTPException)
-_ASYNC_FAILURES = (OSError, asyncio.IncompleteReadError)
+# Retried: refused, reset, or a kept-alive connection the server closed (http.client's errors; asynchttp raises
+# the same ones).
+_RETRYABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine)
+_FAILURES = (OSError, http.client.HTTPException)
 _MAX_MESSAGE = 300
 _JSON = {"Content-Type": "application/json"}
 
@@ -107,7 +113,8 @@ class OPAEngine(Engine):
     ) -> None:
         """``headers`` go with every request (``Authorization: Bearer ...`` for OPA's token authn; never logged).
 
-        ``verify``: False (no certificate check), or an ``ssl.SSLContext`` for a private CA.
+        ``verify``: True (the system's CAs), False (no verification), or an ``ssl.SSLContext`` for a private CA.
+        A header that could split a request (CR, LF) is a ValueError here.
         """
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -117,26 +124,27 @@ class OPAEngine(Engine):
         self.timeout = timeout
         self.retries = retries
         self.decision_ttl = decision_ttl
-        self._headers = {**dict(headers or {}), **_JSON}
+        headers = {**(headers or {}), **_JSON}
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"OPA url must be http(s)://host[:port][/prefix], not {redact_url(url)!r}")
         self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
-        if parts.username is not None and "Authorization" not in self._headers:
-            # A URL's userinfo is sent as basic auth, as browsers and httpx do.
+        if parts.username is not None and "Authorization" not in headers:
+            # A URL's userinfo is sent as basic auth, as httpx and browsers do.
             import base64
             from urllib.parse import unquote
 
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
-        self._prefix = parts.path.rstrip("/")
-        self._ssl = _ssl_context(verify) if parts.scheme == "https" else None
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        self._ssl = ssl_context(verify) if parts.scheme == "https" else None
+        self._default_port = 443 if parts.scheme == "https" else 80
+        self._requests = OPARequests(self._host, self._port, self._default_port, parts.path.rstrip("/"), headers)
+        self._headers = self._requests.headers
         # One keep-alive connection per thread (http.client connections are not thread-safe).
         self._local = threading.local()
         self._connections: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
-        # asyncio connections belong to the event loop that opened them: pooled per loop.
-        self._pool = AsyncPool(self._host, self._port or (443 if self._ssl else 80), ssl_context=self._ssl,
-                               max_idle=MAX_KEEPALIVE_CONNECTIONS)
+        # An asyncio connection belongs to the event loop that opened it: one pool per loop.
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ConnectionPool] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._bundles: dict[str, str] = {}
         self._revision = ""
@@ -157,14 +165,9 @@ class OPAEngine(Engine):
         with self._lock:
             return dict(self._bundles)
 
-    @staticmethod
-    def _data_target(path: str) -> str:
-        segments = [quote(segment, safe="") for segment in path.strip("/").split("/")]
-        return f"/v1/data/{'/'.join(segments)}?provenance=true"
-
     def evaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002 - OPA's name
         """``POST /v1/data/<path>`` to OPA; the result, or EngineError (fail closed) on anything else."""
-        target, body = self._prefix + self._data_target(path), _body(input)
+        target, body = self._requests.target(path), self._requests.body(input)
         _DECISION_ID.set(None)
         deadline = time.monotonic() + self.timeout
         for attempt in range(self.retries + 1):
@@ -181,11 +184,11 @@ class OPAEngine(Engine):
                 connection.request("POST", target, body=body, headers=self._headers)
                 response = connection.getresponse()
                 status, data = response.status, self._read(response, deadline)
-            except _SYNC_FAILURES as exc:
+            except _FAILURES as exc:
                 self._drop_connection()
                 if expired.is_set() or time.monotonic() >= deadline:
                     raise EngineUnavailable(f"{self.shown_url}: no answer within {self.timeout} s") from None
-                if isinstance(exc, _SYNC_RETRYABLE) and attempt < self.retries:
+                if isinstance(exc, _RETRYABLE) and attempt < self.retries:
                     logger.debug("retrying %s after %s", self.shown_url, type(exc).__name__)
                     continue
                 raise self._unavailable(exc) from exc
@@ -223,25 +226,21 @@ class OPAEngine(Engine):
             parts.append(chunk)
 
     async def aevaluate(self, path: str, input: Mapping[str, Any]) -> dict[str, Any]:  # noqa: A002
-        """Async twin of :meth:`evaluate` (one deadline for the whole call, retries included)."""
-        target, body = self._prefix + self._data_target(path), _body(input)
+        """Async twin of :meth:`evaluate`, on this event loop's keep-alive pool (:mod:`.asynchttp`)."""
+        head, body = self._requests.head(path), self._requests.body(input)
         _DECISION_ID.set(None)
-        if self._closed:
-            raise EngineUnavailable(f"{self.shown_url}: the engine is closed")
+        request = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
         try:
             async with asyncio.timeout(self.timeout):
                 for attempt in range(self.retries + 1):
                     try:
-                        status, data = await self._pool.request("POST", target, self._headers, body,
-                                                                max_bytes=MAX_ANSWER_BYTES)
-                    except HTTPProtocolError as exc:
-                        raise EngineResponseError(f"{self.shown_url}: {exc}") from None
-                    except _ASYNC_FAILURES as exc:
-                        if isinstance(exc, ConnectionError) and attempt < self.retries:
+                        answer = await self._pool().request(request)
+                    except _FAILURES as exc:
+                        if isinstance(exc, _RETRYABLE) and attempt < self.retries:
                             logger.debug("retrying %s after %s", self.shown_url, type(exc).__name__)
                             continue
                         raise self._unavailable(exc) from exc
-                    return self._result(path, status, data)
+                    return self._result(path, answer.status, answer.body)
         except TimeoutError:
             raise EngineUnavailable(f"{self.shown_url}: no answer within {self.timeout} s (TimeoutError)") from None
         raise AssertionError("unreachable: the last attempt raises")
@@ -265,6 +264,27 @@ class OPAEngine(Engine):
         if connection is not None:
             self._local.connection = None
             connection.close()
+
+    def _pool(self) -> ConnectionPool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None or self._closed:
+            with self._lock:
+                if self._closed:
+                    raise EngineUnavailable(f"{self.shown_url}: the engine is closed")
+                pool = self._pools.get(loop)
+                if pool is None:
+                    pool = self._pools[loop] = ConnectionPool(
+                        self._host,
+                        self._port or self._default_port,
+                        ssl_context=self._ssl,
+                        limit=MAX_ANSWER_BYTES,
+                        fail=lambda message: EngineResponseError(f"{self.shown_url}: {message}"),
+                        max_connections=MAX_CONNECTIONS,
+                        max_idle=MAX_KEEPALIVE_CONNECTIONS,
+                        keepalive_expiry=KEEPALIVE_EXPIRY,
+                    )
+        return pool
 
     def _unavailable(self, exc: Exception) -> EngineUnavailable:
         if isinstance(exc, socket.timeout):
@@ -336,34 +356,20 @@ class OPAEngine(Engine):
                 self._revision = ";".join(f"{name}={revision}" for name, revision in sorted(seen.items()))
 
     def close(self) -> None:
-        """Close the kept-alive connections of every thread."""
+        """Close the kept-alive connections of every thread and event loop; later queries raise EngineUnavailable."""
         with self._lock:
             self._closed = True
+            pools = list(self._pools.items())
+            self._pools.clear()
             connections = list(self._connections)
         for connection in connections:
             connection.close()
-        self._pool.close()
+        for loop, pool in pools:
+            close_on_loop(loop, pool)
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`."""
         self.close()
-
-
-def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
-    if isinstance(verify, ssl.SSLContext):
-        return verify
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def _body(input: Mapping[str, Any]) -> bytes:  # noqa: A002
-    try:
-        return json.dumps({"input": input}, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise InvalidActionError(f"input is not JSON: {exc}") from None
 
 
 def _is_opa_error(body: Any) -> bool:

@@ -100,6 +100,8 @@ class Reservation:
         self._open = False
 
     def cancel(self) -> None:
+        if not self._open:  # committed (the common exit) or cancelled: nothing to return, no lock to take
+            return
         with self._lock:
             if self._open:
                 for window, bucket in self._held:
@@ -145,7 +147,8 @@ class RateLimiter:
             second = self._now()
             counter = self._counter(key)
             usage = counter.usage(second)
-            held = [(window, window.add(second, amount)) for window in counter.windows]
+            minute, hour = counter.windows
+            held = [(minute, minute.add(second, amount)), (hour, hour.add(second, amount))]
         return Reservation(self._lock, usage, amount, held)
 
     def reset(self, key: Hashable | None = None) -> None:

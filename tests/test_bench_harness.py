@@ -109,3 +109,24 @@ def test_quick_run_of_the_embedded_rows_reports_ratios_to_real_opa(opa_bin, tmp_
     table = capsys.readouterr().out
     assert "| `embedded-warm/tool` |" in table and "### targets" in table
     assert out.with_suffix(".md").read_text(encoding="utf-8") in table
+
+
+def test_quick_run_of_the_list_growth_and_decision_log_rows(opa_bin, tmp_path, capsys):
+    """Every size of a family is timed in turn and compared with the smallest; decision-log rows with the plain."""
+    out = tmp_path / "results.json"
+    assert main(["--quick", "--only", "lookups", "decision_log", "--actions", "tool", "--out", str(out),
+                 "--opa", opa_bin]) == 0
+    rows = {row["id"]: row for row in json.loads(out.read_text(encoding="utf-8"))["rows"]}
+    families = {"lookup": ("10", "1000"), "globs": ("10", "100"), "cidrs": ("10", "100")}
+    for family, (small, large) in families.items():
+        suffixes = ("tool",) if family == "lookup" else ("allowed", "denied")
+        for suffix in suffixes:
+            anchor, row = rows[f"{family}/{small}/{suffix}"], rows[f"{family}/{large}/{suffix}"]
+            assert row["ratios"] == {anchor["id"]: pytest.approx(row["value"] / anchor["value"])}
+            assert [target["text"].split(" (")[0] for target in row["targets"]] == [f"at most 1.1x the cost at {small}"]
+            assert not anchor["targets"] and row["n"] == anchor["n"] == 500
+    assert rows["decision-log/file"]["ratios"].keys() == {"decision-log/none"}
+    assert rows["decision-log/event"]["extra"]["event_cost_us"] == pytest.approx(
+        rows["decision-log/event"]["value"] - rows["decision-log/none"]["value"])
+    assert "### 2b. the cost of a decision-log event" in capsys.readouterr().out
+

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sekuire.compiler import SekuireError
 from sekuire.compiler.rego.compile import compile_policy
 from sekuire.runtime import (
@@ -39,12 +41,15 @@ from sekuire.runtime.normalize import (
     MAX_PATH_SEGMENTS,
     check_amount,
     check_kind,
+    check_name,
     check_operation,
+    check_protocol,
     normalize_host,
     normalize_path,
 )
 
 from .conftest import VECTOR_POLICY
+from .hypothesis_profiles import PROPERTY_SETTINGS
 from .enforcer_fixtures import signed_variant, write_bundle_dir
 
 MB = "x" * (1 << 20)
@@ -606,6 +611,40 @@ def test_normalisation_is_idempotent():
         assert normalize_host(normalize_host(host)) == normalize_host(host)
     for path in ("//a/./b/../c", "/..", "rel/./x"):
         assert normalize_path(normalize_path(path)) == normalize_path(path)
+
+
+class _Text(str):
+    """A str subclass: normalize.py's fast paths take exact str only, so this takes the general path."""
+
+
+class _PathLike:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return self.path
+
+
+def _outcome(call: Any, value: Any) -> Any:
+    try:
+        return str(call(value))
+    except InvalidActionError as exc:
+        return ("refused", str(exc))
+
+
+_host_text = st.text(alphabet=st.sampled_from("aZ09.-_:[]/ @\u00e9\u212a\x00\t"), max_size=12)
+_path_text = st.text(alphabet=st.sampled_from("ab./ %\\\x00\u00e9"), max_size=14).map(lambda p: p.replace(" ", "/"))
+
+
+@settings(PROPERTY_SETTINGS, max_examples=max(PROPERTY_SETTINGS.max_examples, 400))
+@given(host=_host_text, name=_host_text, path=_path_text)
+def test_the_fast_paths_of_normalisation_agree_with_the_general_ones(host, name, path):
+    """check_name, normalize_host and normalize_path answer plain ASCII in a few C calls; never differently."""
+    assert _outcome(normalize_host, host) == _outcome(normalize_host, _Text(host))
+    assert _outcome(check_name, name) == _outcome(check_name, _Text(name))
+    assert _outcome(check_protocol, name) == _outcome(check_protocol, _Text(name))
+    assert _outcome(normalize_path, path) == _outcome(normalize_path, _PathLike(path))
+    assert _outcome(normalize_path, "/" + path) == _outcome(normalize_path, _PathLike("/" + path))
 
 
 def test_policy_must_be_a_verified_policy():

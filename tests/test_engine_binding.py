@@ -271,6 +271,10 @@ def test_objects_and_json_text_give_the_same_answers(value):
     as_text = json.loads(_ECHO_POLICY.evaluate_json(rule, json.dumps(value)))
     assert as_object == as_text
     assert json.dumps(as_object, sort_keys=True) == json.dumps(as_text, sort_keys=True)
+    # Objects in, text out (the enforcer's path): the same value, written compactly with sorted keys.
+    text = _ECHO_POLICY.evaluate_text(rule, value)
+    assert json.loads(text) == as_object
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @settings(max_examples=300, deadline=None)

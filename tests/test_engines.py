@@ -30,6 +30,7 @@ from sekuire.runtime import (
     EngineUnavailable,
     OPAEngine,
 )
+from sekuire.runtime.decision import Decision, DecisionMemo
 from sekuire.runtime.engine import rule_ref
 from sekuire.runtime.errors import InvalidActionError
 
@@ -54,6 +55,48 @@ def test_embedded_answers_the_decision_and_the_manifest(compiled):
         manifest = {"agent": {"name": "bot", "llm": {"provider": "openai", "model": "gpt-4o"}}, "tools": ["web_search"]}
         result = engine.evaluate(compiled.manifest_path, manifest)
         assert set(result) == {"allow", "violations", "warnings", "policy"}
+
+
+def test_embedded_decisions_are_decoded_once_per_distinct_answer(compiled):
+    """decide() reads regorus' answer text and reuses the Decision decoded from an identical text before."""
+    path = compiled.decision_path
+    with EmbeddedEngine.from_compiled(compiled) as engine:
+        allowed = engine.decide(path, TOOL)
+        assert allowed == Decision.from_result(engine.evaluate(path, TOOL)) and allowed.allow
+        assert engine.decide(path, TOOL) is allowed
+        # Another agent, the same answer: the same decision object.
+        assert engine.decide(path, {**TOOL, "context": {"agent": "b", "workspace": "ws_abc123"}}) is allowed
+        denied = engine.decide(path, BLOCKED)
+        assert denied == Decision.from_result(engine.evaluate(path, BLOCKED)) and not denied.allow
+        assert [v.rule for v in denied.violations] == ["tool.blocked"]
+        with pytest.raises(EngineResponseError, match="not a valid rule path"):
+            engine.decide("sekuire/workspaces/no_such_ws/decision", TOOL)
+        with pytest.raises(InvalidActionError, match="not JSON"):
+            engine.decide(path, {"action": {"type": "tool", "name": float("nan")}})
+
+
+def test_a_subclass_that_overrides_evaluate_sees_every_decision(compiled):
+    seen: list[Any] = []
+
+    class Recording(EmbeddedEngine):
+        def evaluate(self, path: str, input: Any) -> dict[str, Any]:  # noqa: A002
+            seen.append(input)
+            return super().evaluate(path, input)
+
+    with Recording.from_compiled(compiled) as engine:
+        assert engine.decide(compiled.decision_path, TOOL).allow and engine.decide(compiled.decision_path, TOOL).allow
+    assert seen == [TOOL, TOOL]
+
+
+def test_the_decision_memo_is_bounded():
+    memo: DecisionMemo[int] = DecisionMemo()
+    memo.put("x" * (DecisionMemo.MAX_TEXT + 1), 1)
+    assert memo.get("x" * (DecisionMemo.MAX_TEXT + 1)) is None  # long answers are not kept
+    for index in range(DecisionMemo.MAX_ENTRIES):
+        memo.put(str(index), index)
+    assert memo.get("0") == 0 and memo.get(b"0") is None
+    memo.put("one more", -1)  # full: cleared, then kept
+    assert memo.get("0") is None and memo.get("one more") == -1
 
 
 def test_embedded_is_safe_across_threads(compiled):
@@ -312,8 +355,8 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
     release: threading.Event
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        type(self).seen.append({"path": self.path, **dict(self.headers)})
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).seen.append({"path": self.path, "body": body.decode(), **dict(self.headers)})
         step = type(self).script.pop(0) if len(type(self).script) > 1 else type(self).script[0]
         if step == "hangup":
             self.close_connection = True
@@ -349,6 +392,16 @@ def _ok(result: Any) -> tuple[int, str, bytes]:
     return 200, "application/json", json.dumps({"result": result}).encode()
 
 
+def _evaluate(engine: OPAEngine, mode: str, path: str, input: Any) -> dict[str, Any]:  # noqa: A002
+    """``engine.evaluate`` (http.client) or ``aevaluate`` (the asyncio client) on a new event loop."""
+    if mode == "sync":
+        return engine.evaluate(path, input)
+    return asyncio.run(engine.aevaluate(path, input))
+
+
+MODES = pytest.mark.parametrize("mode", ["sync", "async"])
+
+
 @pytest.mark.parametrize(
     ("step", "error", "message"),
     [
@@ -361,43 +414,55 @@ def _ok(result: Any) -> tuple[int, str, bytes]:
         ((404, "text/plain", b"not found"), EngineResponseError, "HTTP 404"),
     ],
 )
-def test_opa_bad_answers(scripted, step, error, message):
+@MODES
+def test_opa_bad_answers(scripted, step, error, message, mode):
     url, _ = scripted(step)
     with OPAEngine(url) as engine, pytest.raises(error, match=message) as info:
-        engine.evaluate("sekuire/workspaces/ws/decision", TOOL)
+        _evaluate(engine, mode, "sekuire/workspaces/ws/decision", TOOL)
     assert "\n" not in str(info.value)
 
 
-def test_opa_timeout_is_unavailable(scripted):
+@MODES
+def test_opa_timeout_is_unavailable(scripted, mode):
     url, _ = scripted("hang")
     with OPAEngine(url, timeout=0.2, retries=3) as engine, pytest.raises(EngineUnavailable, match="no answer within"):
-        engine.evaluate("sekuire/workspaces/ws/decision", TOOL)
+        _evaluate(engine, mode, "sekuire/workspaces/ws/decision", TOOL)
 
 
-def test_opa_retries_connection_failures_only(scripted):
+@MODES
+def test_opa_retries_connection_failures_only(scripted, mode):
     url, seen = scripted("hangup", _ok({"allow": True}))
     with OPAEngine(url, retries=1) as engine:
-        assert engine.evaluate("sekuire/workspaces/ws/decision", TOOL) == {"allow": True}
+        assert _evaluate(engine, mode, "sekuire/workspaces/ws/decision", TOOL) == {"allow": True}
     assert len(seen) == 2
     url, seen = scripted("hangup", _ok({"allow": True}))
-    with OPAEngine(url, retries=0) as engine, pytest.raises(EngineUnavailable, match="RemoteProtocolError|RemoteDisconnected"):
-        engine.evaluate("sekuire/workspaces/ws/decision", TOOL)
+    with OPAEngine(url, retries=0) as engine, pytest.raises(EngineUnavailable, match="RemoteDisconnected"):
+        _evaluate(engine, mode, "sekuire/workspaces/ws/decision", TOOL)
     url, seen = scripted((503, "text/plain", b"down"), _ok({"allow": True}))
     with OPAEngine(url, retries=3) as engine, pytest.raises(EngineUnavailable):
-        engine.evaluate("sekuire/workspaces/ws/decision", TOOL)
+        _evaluate(engine, mode, "sekuire/workspaces/ws/decision", TOOL)
     assert len(seen) == 1  # an answer, even a bad one, is not retried
 
 
-def test_opa_request_shape(scripted):
+@MODES
+def test_opa_request_shape(scripted, mode):
     url, seen = scripted(_ok({"allow": True}))
     with OPAEngine(url + "/", headers={"Authorization": "Bearer t0ken"}) as engine:
-        engine.evaluate("sekuire/workspaces/ws 1/decision", TOOL)
+        _evaluate(engine, mode, "sekuire/workspaces/ws 1/decision", TOOL)
     assert seen[0]["Authorization"] == "Bearer t0ken" and seen[0]["Content-Type"] == "application/json"
+    assert json.loads(seen[0]["body"]) == {"input": TOOL}
     # provenance is asked for on every query; path segments are URL-quoted
     assert seen[0]["path"] == "/v1/data/sekuire/workspaces/ws%201/decision?provenance=true"
     with OPAEngine(url) as engine, pytest.raises(InvalidActionError, match="not JSON"):
-        engine.evaluate("sekuire/workspaces/ws/decision", {"n": float("nan")})
+        _evaluate(engine, mode, "sekuire/workspaces/ws/decision", {"n": float("nan")})
     assert len(seen) == 1
+
+
+def test_opa_refuses_headers_that_would_split_a_request():
+    with pytest.raises(ValueError, match="control character"):
+        OPAEngine("http://127.0.0.1:1", headers={"Authorization": "Bearer x\r\nX-Evil: 1"})
+    with pytest.raises(ValueError, match="header name"):
+        OPAEngine("http://127.0.0.1:1", headers={"Bad Name": "x"})
 
 
 def test_inputs_beyond_the_vm_instruction_budget_are_answered_like_opa(compiled, opa_url):

@@ -288,8 +288,16 @@ def _drain(handler: http.server.BaseHTTPRequestHandler) -> None:
     handler.rfile.read(int(handler.headers.get("Content-Length", "0")))
 
 
-@pytest.mark.parametrize("attack", ["streamed", "declared", "drip"])
-def test_a_hostile_opa_is_a_deny_within_the_deadline(serve, policy, attack):
+def _check(enforcer: PolicyEnforcer, mode: str, action: dict):
+    """``enforcer.check(action)`` on the synchronous path, or ``acheck`` on the asyncio one (its own HTTP client)."""
+    import asyncio
+
+    return enforcer.check(action) if mode == "sync" else asyncio.run(enforcer.acheck(action))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("attack", ["streamed", "declared", "drip", "chunked"])
+def test_a_hostile_opa_is_a_deny_within_the_deadline(serve, policy, attack, mode):
     from sekuire.runtime import OPAEngine
     from sekuire.runtime.decision import ENGINE_UNAVAILABLE
 
@@ -305,15 +313,24 @@ def test_a_hostile_opa_is_a_deny_within_the_deadline(serve, policy, attack):
                 time.sleep(2.0)
         elif attack == "declared":
             _send(b"", headers={"Content-Length": str(300 << 20)})(handler)
+        elif attack == "chunked":  # one chunk that declares 300 MiB, and its first 10 MiB
+            handler.send_response(200)
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            handler.wfile.write(b"%x\r\n" % (300 << 20))
+            for _ in range(160):
+                handler.wfile.write(b" " * 65536)
         else:
             _streamed(300 << 20)(handler)
 
     url = _opa(serve, route).replace("http://", "http://alice:hunter2@")
     started = time.monotonic()
     with OPAEngine(url, timeout=2.0, retries=0) as engine, PolicyEnforcer(policy, engine=engine, cache=False) as enforcer:
-        decision = enforcer.check({"type": "tool", "name": "web_search"})
+        decision = _check(enforcer, mode, {"type": "tool", "name": "web_search"})
     assert [v.rule for v in decision.violations] == [ENGINE_UNAVAILABLE]
     assert "hunter2" not in decision.violations[0].message and "alice" not in decision.violations[0].message
+    if attack != "drip":
+        assert "larger than" in decision.violations[0].message
     assert time.monotonic() - started < 30
 
 
@@ -366,7 +383,8 @@ def test_credentials_in_a_url_never_reach_a_log_line(serve, vector_keyring, enve
     assert "hunter2" not in caplog.text
 
 
-def test_a_header_drip_fails_within_the_deadline(serve, vector_keyring, policy):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_header_drip_fails_within_the_deadline(serve, vector_keyring, policy, mode):
     """A server that sends its status line and headers a byte every second: the deadline covers the head too."""
     from sekuire.runtime import OPAEngine
     from sekuire.runtime.decision import ENGINE_UNAVAILABLE
@@ -383,7 +401,7 @@ def test_a_header_drip_fails_within_the_deadline(serve, vector_keyring, policy):
     with PolicyClient(url, keyring=vector_keyring, deadline=3.0) as client, pytest.raises(BackendError):
         client.fetch_active_policy(WS)
     with OPAEngine(url, timeout=2.0, retries=0) as engine, PolicyEnforcer(policy, engine=engine, cache=False) as enforcer:
-        decision = enforcer.check({"type": "tool", "name": "web_search"})
+        decision = _check(enforcer, mode, {"type": "tool", "name": "web_search"})
     assert [v.rule for v in decision.violations] == [ENGINE_UNAVAILABLE]
     assert time.monotonic() - started < 30
 

@@ -201,16 +201,19 @@ def test_lowering_of_the_vector_policy() -> None:
     data = _lower(content)
     assert data["sections"] == {"tools": True, "network": True, "filesystem": True, "apis": True, "models": True,
                                 "rate_limits": True, "compliance": True}
+    file_glob = {"any": True, "suffixes": {"lengths": [], "prefixes": {}}, "regexes": {}}
     assert data["tools"] == {
-        "allowed": {"exact": {"web_search": True, "github:create_issue": True}, "patterns": {"file_*": "^(?s:file_.*)$"}},
-        "blocked": {"exact": {"file_delete": True}, "patterns": {}},
+        "allowed": {"exact": {"web_search": True, "github:create_issue": True}, "patterns": {"file_*": "^(?s:file_.*)$"},
+                    "globs": {"lengths": [5], "prefixes": {"file_": file_glob}}},
+        "blocked": {"exact": {"file_delete": True}, "patterns": {}, "globs": {"lengths": [], "prefixes": {}}},
     }
-    assert data["network"]["allowed"] == {"any": False, "exact": {"api.openai.com": True},
-                                          "suffixes": {"anthropic.com": True}, "cidrs4": [], "cidrs6": []}
+    assert data["network"]["allowed"] == {"any": False, "exact": {"api.openai.com": "name"},
+                                          "suffixes": {"anthropic.com": True}, "cidrs4": [], "cidrs6": [],
+                                          "cidr4_lengths": [], "cidr4_nets": {}}
     assert data["filesystem"] == {
         "enabled": True,
-        "allowed": {"exact": {}, "prefixes": {"/workspace": True, "/tmp": True}},
-        "blocked": {"exact": {}, "prefixes": {"/workspace/secrets": True}},
+        "allowed": {"exact": {}, "prefixes": {"/workspace": True, "/tmp": True}, "depths": [1]},
+        "blocked": {"exact": {}, "prefixes": {"/workspace/secrets": True}, "depths": [2]},
         "any_extension": False,
         "extensions": {".txt": True, ".md": True, ".json": True},
         "operations": dict.fromkeys(("append", "create", "delete", "execute", "list", "read", "write"), True),
@@ -218,7 +221,9 @@ def test_lowering_of_the_vector_policy() -> None:
     assert data["models"]["providers"] == {"openai": True, "anthropic": True}
     assert data["models"]["any_model"] is False
     assert data["rate_limits"] == {"request": {"minute": 60, "hour": 1000}, "token": {"minute": 40000, "hour": 1000000}}
-    assert {row["prefix"]: row["provider"] for row in data["model_providers"]} == MODEL_PROVIDER_PREFIXES
+    grouped = data["model_prefixes"]["groups"]
+    assert {row["prefix"]: row["provider"] for rows in grouped.values() for row in rows} == MODEL_PROVIDER_PREFIXES
+    assert all(row["prefix"].startswith(start) for start, rows in grouped.items() for row in rows)
 
 
 def test_missing_sections_lower_to_none() -> None:
@@ -234,11 +239,41 @@ def test_domain_entries_are_normalised() -> None:
     ]}}})
     assert data["network"]["allowed"] == {
         "any": True,
-        "exact": {"api.test": True, "192.168.0.1": True},
+        "exact": {"api.test": "name", "192.168.0.1": "ipv4"},
         "suffixes": {"example.com": True},
         "cidrs4": ["10.0.0.0/8"],
+        "cidr4_lengths": [8],
+        "cidr4_nets": {"8": {"10": "10.0.0.0/8"}},
         "cidrs6": ["2001:db8::1/128", "::1/128", "fd00::/8"],
     }
+
+
+def test_globs_are_indexed_by_their_literal_prefix() -> None:
+    data = _lower({"agent": {"capabilities": {"allowed_tools": [
+        "web_search", "file_*", "file_*_v2", "*", "*_admin", "a*b*c", "é*ü",
+    ]}}})
+    globs = data["tools"]["allowed"]["globs"]
+    assert globs["lengths"] == [0, 1, 5]  # code points, as Rego's substring counts
+    assert globs["prefixes"]["file_"] == {"any": True, "suffixes": {"lengths": [3], "prefixes": {"2v_": True}},
+                                          "regexes": {}}
+    assert globs["prefixes"][""] == {"any": True, "suffixes": {"lengths": [6], "prefixes": {"nimda_": True}},
+                                     "regexes": {}}
+    assert globs["prefixes"]["a"]["regexes"] == {"a*b*c": "^(?s:a.*b.*c)$"}
+    assert globs["prefixes"]["é"]["suffixes"] == {"lengths": [1], "prefixes": {"ü": True}}
+    assert set(data["tools"]["allowed"]["patterns"]) == {"file_*", "file_*_v2", "*", "*_admin", "a*b*c", "é*ü"}
+
+
+def test_ipv4_cidrs_are_indexed_by_prefix_length_and_paths_by_depth() -> None:
+    data = _lower({"permissions": {
+        "network": {"allowed_domains": ["10.0.0.0/8", "192.168.7.0/24", "192.168.8.0/24", "1.2.3.4/32", "0.0.0.0/0"]},
+        "filesystem": {"allowed_paths": ["/*", "/a/*", "/a/b/c/*", "/x/y"]},
+    }})
+    allowed = data["network"]["allowed"]
+    assert allowed["cidr4_lengths"] == [0, 8, 24, 32]
+    assert allowed["cidr4_nets"] == {"0": {"0": "0.0.0.0/0"}, "8": {"10": "10.0.0.0/8"},
+                                     "24": {str(0xC0A807): "192.168.7.0/24", str(0xC0A808): "192.168.8.0/24"},
+                                     "32": {str(0x01020304): "1.2.3.4/32"}}
+    assert data["filesystem"]["allowed"]["depths"] == [0, 1, 3]
 
 
 def test_extensions_and_operations_are_normalised() -> None:

@@ -5,23 +5,33 @@ decision costs the same whether a list has ten entries or a hundred thousand:
 
 - names (tools, capabilities, APIs, models)::
 
-      {"exact": {"web_search": true}, "patterns": {"file_*": "^(?s:file_.*)$"}}
+      {"exact": {"web_search": true}, "patterns": {"file_*": "^(?s:file_.*)$"},
+       "globs": {"lengths": [5], "prefixes": {"file_": {"any": true}}}}
 
-  ``exact`` is looked up by key; only ``patterns`` (globs with ``*``, as
-  anchored regular expressions that OPA and regorus run identically) are iterated.
+  ``exact`` is looked up by key. ``globs`` indexes the globs by their literal
+  prefix (the text before the first ``*``): the Rego looks up the name's prefix
+  of each length in ``lengths``, then within that group ``any`` (``prefix*``),
+  ``suffixes`` (``prefix*suffix``: the suffix reversed, indexed by length the same
+  way) or, for globs with more stars, ``regexes``. ``patterns`` (every glob as an
+  anchored regular expression that OPA and regorus run identically) is read only
+  by explanations.
 - domains::
 
-      {"any": false, "exact": {"api.openai.com": true, "10.0.0.1": true},
-       "suffixes": {"anthropic.com": true}, "cidrs4": ["10.0.0.0/8"], "cidrs6": ["fd00::/8"]}
+      {"any": false, "exact": {"api.openai.com": "name", "10.0.0.1": "ipv4"},
+       "suffixes": {"anthropic.com": true}, "cidrs4": ["10.0.0.0/8"], "cidrs6": ["fd00::/8"],
+       "cidr4_lengths": [8], "cidr4_nets": {"8": {"10": "10.0.0.0/8"}}}
 
   ``*.example.com`` is the suffix key ``example.com``: the Rego looks up each
-  suffix of the host (one lookup per label). IPv6 literals become ``/128``
-  networks because their spellings are too many to key on.
+  suffix of the host (one lookup per label). An IPv4 CIDR of prefix length L is
+  the key ``address >> (32 - L)`` under ``cidr4_nets[L]``: one lookup per distinct
+  length. IPv6 literals become ``/128`` networks because their spellings are too
+  many to key on; IPv6 CIDRs are iterated. ``cidrs4`` is read only by explanations.
 - paths::
 
-      {"exact": {"/etc/hosts": true}, "prefixes": {"/workspace": true, "/": true}}
+      {"exact": {"/etc/hosts": true}, "prefixes": {"/workspace": true, "/": true}, "depths": [0, 1]}
 
-  ``/dir/*`` is the prefix key ``/dir``: the Rego looks up each ancestor of the path.
+  ``/dir/*`` is the prefix key ``/dir``: the Rego looks up the ancestor of the
+  path at each depth (number of segments) in ``depths``.
 
 ``sections`` says which sections exist, so the Rego never reads a whole section
 to learn that. Patterns are validated here; an illegal one raises
@@ -38,6 +48,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import CompileError
+from .indexes import MODEL_PROVIDER_PREFIXES, cidr4_index, glob_index, glob_regex, model_provider_index, prefix_depths
 from ..policy.model import (
     ApisSection,
     CapabilitiesSection,
@@ -56,7 +67,6 @@ __all__ = [
     "MODEL_PROVIDER_PREFIXES",
     "glob_regex",
     "lower_content",
-    "model_provider_table",
 ]
 
 #: Operations a filesystem action may name (``allowed_operations`` picks from these).
@@ -65,29 +75,7 @@ FILE_OPERATIONS = ("append", "create", "delete", "execute", "list", "read", "wri
 #: Limits and counters stay exact in every JSON parser (IEEE doubles hold integers up to 2**53).
 MAX_SAFE_INTEGER = 2**53 - 1
 
-#: Model-name prefix -> provider, for a model action without ``provider``. A prefix
-#: ending in ``-`` is a plain prefix; any other (a model family such as ``o1`` or
-#: ``llama``) matches the name itself or the name followed by ``-``, ``_``, ``.``,
-#: ``:`` or a digit, so ``o1-mini`` and ``llama3.1`` match while ``o1x`` does not.
-MODEL_PROVIDER_PREFIXES: dict[str, str] = {
-    "chatgpt-": "openai",
-    "claude-": "anthropic",
-    "codestral": "mistral",
-    "command-": "cohere",
-    "deepseek-": "deepseek",
-    "gemini-": "google",
-    "gpt-": "openai",
-    "grok-": "xai",
-    "llama": "meta",
-    "mistral-": "mistral",
-    "mixtral-": "mistral",
-    "o1": "openai",
-    "o3": "openai",
-    "o4": "openai",
-}
-
 _CONTENT = "/content"
-_REGEX_META = frozenset("\\.+*?()|[]{}^$")
 _LABEL = re.compile(r"[a-z0-9_-]{1,63}")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 _IPV4 = re.compile(r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")
@@ -115,25 +103,6 @@ def _ascii_lower(value: str) -> str:
 _ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def _regex_escape(text: str) -> str:
-    # Escape only the metacharacters RE2 and Rust's regex both accept escaped (re.escape escapes more).
-    return "".join("\\" + ch if ch in _REGEX_META else ch for ch in text)
-
-
-def glob_regex(pattern: str) -> str:
-    """``file_*`` -> ``^(?s:file_.*)$``: ``*`` is any run of characters, everything else literal."""
-    return "^(?s:" + ".*".join(_regex_escape(part) for part in pattern.split("*")) + ")$"
-
-
-def model_provider_table() -> list[dict[str, str]]:
-    """The prefix table as the Rego reads it: ``[{"prefix", "provider", "regex"}]`` sorted by prefix."""
-    table = []
-    for prefix, provider in sorted(MODEL_PROVIDER_PREFIXES.items()):
-        tail = "" if prefix.endswith("-") else "([-_.:0-9]|$)"
-        table.append({"prefix": prefix, "provider": provider, "regex": f"^{_regex_escape(prefix)}{tail}"})
-    return table
-
-
 # -- names -------------------------------------------------------------------------------------------
 
 
@@ -151,7 +120,7 @@ def _name_matcher(lists: Iterable[tuple[tuple[str, ...], str]]) -> dict[str, Any
                 patterns[name] = glob_regex(name)
             else:
                 exact[name] = True
-    return {"exact": exact, "patterns": patterns}
+    return {"exact": exact, "patterns": patterns, "globs": glob_index(patterns)}
 
 
 def _lower_tools(capabilities: CapabilitiesSection | None, tools: ToolsSection | None) -> dict[str, Any] | None:
@@ -214,6 +183,7 @@ def _host_name(value: str) -> bool:
 
 def _domain_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
     matcher: dict[str, Any] = {"any": False, "exact": {}, "suffixes": {}, "cidrs4": set(), "cidrs6": set()}
+    # "name" or "ipv4" per exact entry: the Rego's fast allow takes only names.
     for index, raw in enumerate(entries):
         where = f"{pointer}/{index}"
         value = _ascii_lower(raw)
@@ -238,7 +208,7 @@ def _domain_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
         if value.endswith("."):
             value = value[:-1]
         if _IPV4.fullmatch(value):
-            matcher["exact"][value] = True
+            matcher["exact"][value] = "ipv4"
         elif value.startswith("*."):
             suffix = value[2:]
             if not _host_name(suffix):
@@ -247,12 +217,12 @@ def _domain_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
         elif "*" in value:
             raise _error(f"invalid domain pattern {raw!r}: '*' is allowed only alone or as a leading '*.'", where)
         elif _host_name(value):
-            matcher["exact"][value] = True
+            matcher["exact"][value] = "name"
         else:
             raise _error(f"invalid domain {raw!r}: not a host name, IPv4/IPv6 address or CIDR", where)
     matcher["cidrs4"] = sorted(matcher["cidrs4"])
     matcher["cidrs6"] = sorted(matcher["cidrs6"])
-    return matcher
+    return {**matcher, **cidr4_index(matcher["cidrs4"])}
 
 
 def _add_network(matcher: dict[str, Any], network: ipaddress.IPv4Network | ipaddress.IPv6Network, raw: str,
@@ -289,7 +259,7 @@ def _normal_path(path: str) -> bool:
 
 
 def _path_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
-    matcher: dict[str, dict[str, bool]] = {"exact": {}, "prefixes": {}}
+    matcher: dict[str, Any] = {"exact": {}, "prefixes": {}}
     for index, raw in enumerate(entries):
         where = f"{pointer}/{index}"
         if not raw.startswith("/"):
@@ -300,7 +270,7 @@ def _path_matcher(entries: tuple[str, ...], pointer: str) -> dict[str, Any]:
         if not _normal_path(directory):
             raise _error(f"path pattern {raw!r} is not normalised (empty, '.' or '..' segment, or NUL)", where)
         matcher["prefixes" if star else "exact"][directory] = True
-    return matcher
+    return {**matcher, "depths": prefix_depths(matcher["prefixes"])}
 
 
 def _lower_filesystem(fs: FilesystemSection | None) -> dict[str, Any] | None:
@@ -390,5 +360,5 @@ def lower_content(content: PolicyContent) -> dict[str, Any]:
         # The Rego tests presence here: reading a whole section costs OPA O(section size) per query.
         "sections": {name: section is not None for name, section in sections.items()},
         **sections,
-        "model_providers": model_provider_table(),
+        "model_prefixes": model_provider_index(),
     }

@@ -277,6 +277,13 @@ impl Policy {
         convert::to_python(py, &value)
     }
 
+    /// The value of `rule` for `input` (JSON-like Python objects) as compact JSON text, keys sorted: equal
+    /// answers are equal strings, so a caller can reuse what it decoded from the same text before.
+    fn evaluate_text(&self, py: Python<'_>, rule: &str, input: &Bound<'_, PyAny>) -> PyResult<String> {
+        let input = convert::to_value(input)?;
+        Ok(py.detach(|| guarded(Failure::Eval, || to_json(&self.run(rule, input)?)))?)
+    }
+
     /// The value of `rule` for `input_json` (JSON text) as compact JSON text.
     fn evaluate_json(&self, py: Python<'_>, rule: &str, input_json: &str) -> PyResult<String> {
         Ok(py.detach(|| {

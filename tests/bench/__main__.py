@@ -24,7 +24,7 @@ from sekuire.compiler import __version__ as sekuire_version
 from ..conftest import find_opa
 from .opa import opa_version
 from .report import Report
-from .suites import GROUPS, HEADINGS, Bench, Settings, progress
+from .suites import GROUPS, HEADINGS, Bench, Settings, progress, run
 from .workload import ACTION_TYPES, LIST_COUNT, Workload
 
 DEFAULT_OUT = Path(".bench/results.json")
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sekuire-bench-") as directory:
         bench = Bench(opa, Workload(Path(directory)), settings, report)
         try:
-            bench.run(groups)
+            run(bench, groups)
         finally:
             bench.close()
     report.meta["loadavg_at_end"] = os.getloadavg()

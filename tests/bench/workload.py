@@ -37,13 +37,17 @@ __all__ = [
     "ACTION_TYPES",
     "AGENT_ID",
     "CACHEABLE_TYPES",
+    "CIDR_PROBES",
+    "GLOB_PROBES",
     "LIST_COUNT",
     "SIGNING_ALG",
     "WORKSPACE_ID",
     "Workload",
     "bench_content",
+    "cidr_content",
     "enforce_call",
     "engine_input",
+    "glob_content",
 ]
 
 WORKSPACE_ID = "ws_bench"
@@ -109,6 +113,29 @@ def bench_content(size: int) -> dict[str, Any]:
     }
 
 
+#: Tool names the glob policies allow (through their last glob, ``web_*``) and deny (no glob matches).
+GLOB_PROBES = {"allowed": "web_search", "denied": "shell_exec"}
+#: Hosts the CIDR policies allow (through their last CIDR, ``192.168.7.0/24``) and deny (no CIDR matches).
+CIDR_PROBES = {"allowed": "192.168.7.7", "denied": "172.16.0.1"}
+
+
+def glob_content(count: int) -> dict[str, Any]:
+    """The 10-entry content with ``count`` tool globs (``tool_000001_*``, ..., then ``web_*``) as its allowed tools."""
+    content = bench_content(10)
+    content["agent"]["capabilities"]["allowed_tools"] = [f"tool_{i:06d}_*" for i in range(count - 1)] + ["web_*"]
+    return content
+
+
+def cidr_content(count: int) -> dict[str, Any]:
+    """The 10-entry content with ``count`` IPv4 CIDRs as its allowed domains: /24, /28 and /32 networks in turn
+    under 10.0.0.0/8, then ``192.168.7.0/24``."""
+    content = bench_content(10)
+    shapes = ("10.{a}.{b}.0/24", "10.{a}.{b}.16/28", "10.{a}.{b}.1/32")
+    fillers = [shapes[i % 3].format(a=i // 256, b=i % 256) for i in range(count - 1)]
+    content["permissions"]["network"]["allowed_domains"] = [*fillers, "192.168.7.0/24"]
+    return content
+
+
 def enforce_call(enforcer: PolicyEnforcer, kind: str) -> Callable[[], object]:
     """The enforcer call an agent makes for the probe action of ``kind`` (a deny would raise)."""
     action = ACTIONS[kind]
@@ -163,14 +190,22 @@ class Workload:
 
     @functools.cache
     def document(self, size: int) -> dict[str, Any]:
-        envelope = {
-            "policy_id": f"bench-{size}",
-            "workspace_id": WORKSPACE_ID,
-            "version": "1",
-            "status": "active",
-            "content": bench_content(size),
-        }
+        return self._signed(f"bench-{size}", bench_content(size))
+
+    def _signed(self, policy_id: str, content: dict[str, Any]) -> dict[str, Any]:
+        envelope = {"policy_id": policy_id, "workspace_id": WORKSPACE_ID, "version": "1", "status": "active",
+                    "content": content}
         return sign_document(envelope, self._seed, self.key_id)
+
+    @functools.cache
+    def glob_policy(self, count: int) -> Policy:
+        """A verified policy whose allowed tools are ``count`` globs (:func:`glob_content`)."""
+        return parse_policy(self._signed(f"bench-globs-{count}", glob_content(count)), self.keyring)
+
+    @functools.cache
+    def cidr_policy(self, count: int) -> Policy:
+        """A verified policy whose allowed domains are ``count`` CIDRs (:func:`cidr_content`)."""
+        return parse_policy(self._signed(f"bench-cidrs-{count}", cidr_content(count)), self.keyring)
 
     @functools.cache
     def policy_file(self, size: int) -> Path:
