@@ -19,7 +19,7 @@ import http.client
 import re
 from collections.abc import Callable
 
-__all__ = ["MAX_HEAD", "Answer", "Fail", "Response"]
+__all__ = ["Answer", "Fail", "MAX_HEAD", "Response"]
 
 #: Largest status line plus headers (and chunked trailers) accepted, in bytes.
 MAX_HEAD = 64 * 1024
