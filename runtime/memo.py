@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .decision_log import DecisionLogger
     from .engine import Engine
 
-__all__ = ["MEMO_SIZE", "AllowMemo"]
+__all__ = ["AllowMemo", "MEMO_SIZE"]
 
 #: Allows the memo keeps (cleared when full).
 MEMO_SIZE = 4096
