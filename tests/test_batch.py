@@ -66,10 +66,11 @@ def test_check_many_gives_what_check_gives(quiet, names, kind):
             assert (allow, violations) == (decision.allow, [(v.rule, v.message) for v in decision.violations])
 
 
-def test_allowed_names_are_decided_in_one_query(quiet):
+@pytest.mark.parametrize("cache", [True, False])  # without a cache (or a log) the batch takes its lean path
+def test_allowed_names_are_decided_in_one_query(quiet, cache):
     Counting.paths = []
     names = ["web_search", "file_read", "github:create_issue", "shell", "web_search"]
-    with PolicyEnforcer(quiet, engine=Counting.from_policy(quiet)) as enforcer:
+    with PolicyEnforcer(quiet, engine=Counting.from_policy(quiet), cache=cache) as enforcer:
         decisions = enforcer.check_many([{"type": "tool", "name": n} for n in names])
         enforcer.engine.close()
     assert [d.allow for d in decisions] == [True, True, True, False, True]
