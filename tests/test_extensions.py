@@ -141,3 +141,26 @@ def test_extensions_only_ever_add_violations(payments_policy, rules, actions):
             assert {(v["rule"], v["message"]) for v in before["violations"]} <= \
                 {(v["rule"], v["message"]) for v in after["violations"]}
             assert all(v["rule"].startswith("ext.") or v in before["violations"] for v in after["violations"])
+
+
+# The common allow of every action type, under the vector policy: each is a fast allow, which must step aside
+# when extension modules are in the bundle (a mutant that let the filesystem fast allow ignore them survived).
+COMMON_ALLOWS = [
+    {"type": "tool", "name": "web_search"},
+    {"type": "capability", "name": "web_search"},
+    {"type": "network", "host": "api.openai.com", "protocol": "https"},
+    {"type": "filesystem", "path": "/workspace/notes.md", "operation": "read"},
+    {"type": "api", "name": "github"},
+    {"type": "model", "name": "gpt-4o"},
+    {"type": "rate_limit", "kind": "request", "amount": 1, "usage": {"minute": 0, "hour": 0}},
+]
+
+
+@pytest.mark.parametrize("action", COMMON_ALLOWS, ids=lambda a: a["type"])
+def test_an_extension_denies_even_the_common_allow_of_every_action_type(payments_policy, action):
+    extension = Extension("all.rego", "all", 'package ext.all\n\ndeny contains {"rule": "ext.all", "message": "no"}\n')
+    base, extended = compile_policy(payments_policy), compile_policy(payments_policy, [extension])
+    with EmbeddedEngine.from_compiled(base) as plain, EmbeddedEngine.from_compiled(extended) as ruled:
+        assert _decide(plain, base.decision_path, action)["allow"] is True
+        after = _decide(ruled, extended.decision_path, action)
+    assert after["allow"] is False and [v["rule"] for v in after["violations"]] == ["ext.all"]

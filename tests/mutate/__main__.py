@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "policies" / "rego"
 OUT = ROOT / "build" / "mutate"
 SECOND_LINE = ["tests/test_bypass_corpus.py", "tests/test_differential.py", "tests/test_rego_library.py",
-               "tests/test_fast_rules.py", "tests/test_batch.py", "tests/test_explain.py"]
+               "tests/test_fast_rules.py", "tests/test_extensions.py", "tests/test_batch.py", "tests/test_explain.py"]
 _COMPARISONS = [(" <= ", " < "), (" < ", " <= "), (" >= ", " > "), (" > ", " >= "), (" == ", " != "), (" != ", " == ")]
 _SKIP = re.compile(r"^\s*(#|package\b|import\b|$|\}|default\b)")
 
