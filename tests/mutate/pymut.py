@@ -31,7 +31,7 @@ TARGETS: dict[str, list[str]] = {
     "compiler/policy/canonical.py": ["tests/test_integrity.py", "tests/test_vectors.py", "tests/test_model.py"],
     "compiler/policy/keyring.py": ["tests/test_trust.py", "tests/test_integrity.py"],
     "compiler/policy/rotation.py": ["tests/test_trust.py"],
-    "compiler/bundle/verify.py": ["tests/test_bundle_roots.py", "tests/test_bundle.py"],
+    "compiler/bundle/verify.py": ["tests/test_signature_refusals.py", "tests/test_bundle_roots.py", "tests/test_bundle.py"],
     "compiler/bundle/roots.py": ["tests/test_bundle_roots.py"],
     "runtime/floor.py": ["tests/test_trust.py", "tests/test_client.py"],
     "runtime/client.py": ["tests/test_client.py", "tests/test_trust.py"],
