@@ -278,3 +278,45 @@ def test_async_client_verifies_revalidates_and_refuses_rollbacks(url, backend, e
     assert "If-None-Match" in gets[1].headers
     assert backend.seen("GET", "/v1/keys/") == []
 
+
+
+def test_the_async_client_refuses_unsigned_by_default_too(url, backend, envelope_vectors, vector_keyring):
+    backend.set_policy({k: v for k, v in envelope_vectors["valid"].items() if k not in ("signature", "signing_key_id")})
+
+    async def scenario() -> None:
+        async with AsyncPolicyClient(url, keyring=vector_keyring) as client:
+            with pytest.raises(UnsignedPolicyError):
+                await client.fetch_active_policy(WS)
+        async with AsyncPolicyClient(url, keyring=vector_keyring, allow_unsigned=True) as client:
+            assert (await client.fetch_active_policy(WS)).signature_status == "unsigned"
+
+    asyncio.run(scenario())
+
+
+def test_clients_close_the_http_client_they_made_and_only_that(url, vector_keyring):
+    import httpx
+
+    made = PolicyClient(url, keyring=vector_keyring)
+    made.close()
+    assert made._http.is_closed
+    with httpx.Client() as mine:
+        PolicyClient(url, keyring=vector_keyring, http_client=mine).close()
+        assert not mine.is_closed
+
+    async def scenario() -> None:
+        made = AsyncPolicyClient(url, keyring=vector_keyring)
+        await made.close()  # close is aclose
+        assert made._http.is_closed
+        async with httpx.AsyncClient() as mine:
+            await AsyncPolicyClient(url, keyring=vector_keyring, http_client=mine).aclose()
+            assert not mine.is_closed
+
+    asyncio.run(scenario())
+
+
+def test_a_policy_is_logged_as_accepted_once_not_on_each_revalidation(client, caplog):
+    with caplog.at_level(logging.INFO, logger="sekuire"):
+        client.fetch_active_policy(WS)
+        client.invalidate_cache(WS)  # a full refetch of the same policy
+        client.fetch_active_policy(WS)
+    assert sum("accepted" in r.getMessage() for r in caplog.records) == 1

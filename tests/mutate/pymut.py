@@ -33,7 +33,7 @@ TARGETS: dict[str, list[str]] = {
     "compiler/policy/rotation.py": ["tests/test_trust.py"],
     "compiler/bundle/verify.py": ["tests/test_signature_refusals.py", "tests/test_bundle_roots.py", "tests/test_bundle.py"],
     "compiler/bundle/roots.py": ["tests/test_bundle_roots.py"],
-    "runtime/floor.py": ["tests/test_trust.py", "tests/test_client.py"],
+    "runtime/floor.py": ["tests/test_floor.py", "tests/test_trust.py", "tests/test_client.py"],
     "runtime/client.py": ["tests/test_client.py", "tests/test_trust.py"],
     "runtime/memo.py": ["tests/test_enforcer_memo.py", "tests/test_enforcer.py"],
     "runtime/decision.py": ["tests/test_enforcer.py", "tests/test_batch.py"],
