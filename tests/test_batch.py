@@ -55,7 +55,12 @@ def _decisions(enforcer: PolicyEnforcer, actions: list[dict[str, Any]]) -> list[
 def test_check_many_gives_what_check_gives(quiet, names, kind):
     """The same allow, rules and messages as one check each (a bad action: input.invalid, not an exception)."""
     actions = [{"type": kind, "name": n} for n in names] + [{"type": "network", "host": "api.openai.com"}]
-    with PolicyEnforcer(quiet, cache=False) as batch, PolicyEnforcer(quiet, cache=False) as single:
+    _assert_as_check_decides(quiet, actions)
+
+
+def _assert_as_check_decides(policy: Any, actions: list[dict[str, Any]]) -> list[bool]:
+    """check_many's decisions equal one check each (a bad action: input.invalid, not an exception); the allows."""
+    with PolicyEnforcer(policy, cache=False) as batch, PolicyEnforcer(policy, cache=False) as single:
         got = _decisions(batch, actions)
         for action, (allow, violations) in zip(actions, got, strict=True):
             try:
@@ -63,7 +68,8 @@ def test_check_many_gives_what_check_gives(quiet, names, kind):
             except Exception:  # noqa: BLE001 - a bad action: check_many reports input.invalid instead of raising
                 assert not allow and [rule for rule, _ in violations] == ["input.invalid"]
                 continue
-            assert (allow, violations) == (decision.allow, [(v.rule, v.message) for v in decision.violations])
+            assert (allow, violations) == (decision.allow, [(v.rule, v.message) for v in decision.violations]), action
+    return [allow for allow, _ in got]
 
 
 @pytest.mark.parametrize("cache", [True, False])  # without a cache (or a log) the batch takes its lean path
@@ -137,3 +143,16 @@ def test_an_off_contract_listing_is_not_trusted(quiet, tamper):
         enforcer.engine.close()
     assert [d.allow for d in decisions] == [True, False, True]
     assert [v.rule for v in decisions[1].violations] == ["tool.not_allowed"]
+
+
+def test_check_many_with_blocked_globs_over_exact_allows(envelope_vectors_module):
+    """A blocked glob beats an exact allow in the batch as in single decisions (a mutant that let the exact-name
+    listing rule ignore blocked globs survived the property above, whose policy blocks no glob)."""
+    content = copy.deepcopy(envelope_vectors_module["valid"]["content"])
+    content.setdefault("compliance", {})["require_audit_logging"] = False
+    content["agent"]["capabilities"]["denied_tools"] = ["web_*", "file_delete", "*:delete_*"]
+    content["agent"]["capabilities"]["allowed_tools"] += ["github:delete_repo", "web_fetch"]
+    names = [*NAMES, "web_fetch", "github:delete_repo", "file_write"]
+    decided = _assert_as_check_decides(unsigned_policy(content), [{"type": "tool", "name": n} for n in names])
+    allows = dict(zip(names, decided, strict=True))
+    assert allows["web_search"] is False and allows["github:delete_repo"] is False and allows["file_read"] is True
