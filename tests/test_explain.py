@@ -213,3 +213,15 @@ def test_cli_eval_explain(capsys, tmp_path):
     assert main([*base, "--manifest", str(manifest)]) == 0
     document = json.loads(capsys.readouterr().out)
     assert {"setting": "agent.models.allowed_models", "entry": "gpt-4o"} in document["allowed_by"]
+
+
+def test_the_root_is_under_no_path_glob_and_its_explanation_says_so(envelope_vectors):
+    """"/*" neither allows nor blocks "/" itself, so no path entry explains it (a mutant of path_entry that named
+    "/*" for the root survived the corpus, where no policy lists "/*")."""
+    content = copy.deepcopy(envelope_vectors["valid"]["content"])
+    content["compliance"]["require_audit_logging"] = False
+    content["permissions"]["filesystem"].update(allowed_paths=["/*"], blocked_paths=["/*"])
+    with PolicyEnforcer(unsigned_policy(content), cache=False) as enforcer:
+        explained = enforcer.explain({"type": "filesystem", "path": "/", "operation": "list"})
+    assert [(v.rule, v.entry) for v in explained.violations] == [("fs.not_allowed", "permissions.filesystem.allowed_paths")]
+    assert explained.allowed_by == (AllowedBy("permissions.filesystem.allowed_operations", "list"),)
