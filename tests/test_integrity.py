@@ -9,6 +9,7 @@ import pytest
 from sekuire.compiler import (
     BadSignatureError,
     HashMismatchError,
+    IntegrityError,
     Keyring,
     PolicyFormatError,
     SekuireError,
@@ -177,3 +178,27 @@ def test_sign_document_names_its_key(envelope_vectors, vector_seed):
         document.pop(field, None)
     signed = sign_document(document, vector_seed, "key_other")
     assert signed["signing_key_id"] == "key_other" and "signing_key_id" not in document
+
+
+def test_verify_document_refuses_each_key_and_signature_failure_in_its_own_words(envelope_vectors, vector_keyring):
+    from sekuire.compiler.policy.integrity import verify_document
+
+    def refusal(document: dict, keyring: Keyring = vector_keyring, **options: bool) -> tuple[type, str, str | None]:
+        with pytest.raises(IntegrityError) as info:
+            verify_document(document, keyring, **options)
+        return type(info.value), info.value.message, info.value.pointer
+
+    valid = envelope_vectors["valid"]
+    assert refusal(copy.deepcopy(valid), Keyring()) == (
+        UnknownKeyError, "unknown signing key 'key_test_1': not in the trusted keyring", "/signing_key_id")
+    assert refusal({**copy.deepcopy(valid), "signature": valid["signature"].upper()}) == (
+        BadSignatureError, "bad signature: expected 128 lower-case hex digits", "/signature")
+    assert refusal({**copy.deepcopy(valid), "signature": "0" * 128}) == (
+        BadSignatureError,
+        "bad signature: not made by key 'key_test_1' over this policy_id, workspace_id, version and hash", "/signature")
+    # The embedded key, trusted only on request, and then only when it is a hex Ed25519 key.
+    for embedded in ("zz", 7, None):
+        assert refusal({**copy.deepcopy(valid), "signing_public_key": embedded}, Keyring(), trust_embedded_key=True)[0] \
+            is UnknownKeyError
+    trusted = {**copy.deepcopy(valid), "signing_public_key": envelope_vectors["key"]["public_key_hex"]}
+    assert verify_document(trusted, Keyring(), trust_embedded_key=True) == "verified"

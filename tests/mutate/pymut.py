@@ -26,7 +26,7 @@ MUTMUT = "mutmut==2.5.1"
 
 #: Module of the security core -> the test files that should kill its mutants, most telling first.
 TARGETS: dict[str, list[str]] = {
-    "runtime/normalize.py": ["tests/test_normalize_oracle.py", "tests/test_properties.py"],
+    "runtime/normalize.py": ["tests/test_normalize_oracle.py", "tests/test_enforcer.py", "tests/test_properties.py"],
     "compiler/policy/integrity.py": ["tests/test_integrity.py", "tests/test_vectors.py"],
     "compiler/policy/canonical.py": ["tests/test_integrity.py", "tests/test_vectors.py", "tests/test_model.py"],
     "compiler/policy/keyring.py": ["tests/test_trust.py", "tests/test_integrity.py"],
