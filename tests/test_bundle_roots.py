@@ -167,13 +167,34 @@ def test_package_path_is_opas_escaped_ref(source, path):
     assert package_path(source, "m.rego") == path
 
 
-@pytest.mark.parametrize(
-    "source", ["", "# only a comment\n", "import rego.v1\npackage a\n", "package\n", "package a.\n", "package a[1]\n",
-               "package a[`x`]\n", "package a.b c\n", "packagea.b\n", 'package a["x"\n']
-)
-def test_a_package_we_cannot_place_is_refused(source):
-    with pytest.raises(BundleError):
+_NO_PACKAGE, _NOT_FIRST, _UNREADABLE = "no package declaration", "the first statement is not a package declaration", \
+    "cannot read the package path"
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("", _NO_PACKAGE), ("# only a comment\n", _NO_PACKAGE), ("import rego.v1\npackage a\n", _NOT_FIRST),
+    ("package\n", _NOT_FIRST), ("packagea.b\n", _NOT_FIRST), ("package a.\n", _UNREADABLE),
+    ("package a[1]\n", _UNREADABLE), ("package a[`x`]\n", _UNREADABLE), ("package a.b c\n", _UNREADABLE),
+    ('package a["x"\n', _UNREADABLE), ('package a["\\x"]\n', _UNREADABLE), ("package 1a\n", _UNREADABLE),
+])
+def test_a_package_we_cannot_place_is_refused_saying_why(source, message):
+    with pytest.raises(BundleError) as info:
         package_path(source, "m.rego")
+    assert info.value.message == f"m.rego: {message}"
+
+
+def test_roots_refusals_word_for_word():
+    def refusal(files: dict[str, bytes]) -> str:
+        with pytest.raises(BundleError) as info:
+            check_roots(read_bundle(write_bundle(files), source="r"))
+        return info.value.message
+
+    assert refusal({".manifest": b'{"roots":["a","a/b"]}'}) == ".manifest: roots 'a' and 'a/b' overlap"
+    assert refusal({".manifest": b'{"roots":["a"]}', "data.json": b'{"b": 1}'}) == \
+        ".manifest: roots ['a'] do not permit data at /b"
+    # Names are read as OPA reads them: an upper-case X is an ordinary character of a package or data path.
+    assert package_path("package aXb.X\n", "m.rego") == "aXb/X"
+    check_roots(read_bundle(write_bundle({".manifest": b'{"roots":["X"]}', "data.json": b'{"X": 1}'}), source="r"))
 
 
 def test_roots_are_read_as_opa_reads_them():
