@@ -122,3 +122,12 @@ def test_the_cache_reads_without_a_lock_yet_keeps_revisions_apart():
     assert cache.get("r2", "x") is None  # a new revision empties the cache
     cache.put("r1", "x", 1)  # decided under the old revision: dropped
     assert cache.get("r2", "x") is None and len(cache) == 0
+
+
+def test_the_memo_never_holds_more_than_4096_allows(policy):
+    """Bounded (cleared when full): a mutant that let it hold 4,097 survived."""
+    enforcer = PolicyEnforcer(policy)
+    for index in range(4097):
+        assert enforcer.enforce_tool(f"file_{index}").allow  # file_* is allowed: each name a new allow
+        assert len(enforcer._memo._allows) <= 4096
+    assert len(enforcer._memo._allows) == 1  # cleared at 4,096, then the 4,097th kept
