@@ -36,10 +36,33 @@ def test_the_floor_rises_and_refuses_what_is_older(where, tmp_path):
 
 def test_the_floor_file_and_its_lock_are_private(tmp_path):
     path = tmp_path / "floor.json"
-    RollbackFloor(path).advance(WS, _entry("1"))
+    RollbackFloor(path).advance(WS, FloorEntry("pölicy", "1", "aa"))
     for written in (path, tmp_path / "floor.lock"):
         assert stat.S_IMODE(written.stat().st_mode) == 0o600, written
-    assert json.loads(path.read_text()) == {"workspaces": {WS: {"policy_id": "policy_1", "version": "1", "hash": "aa"}}}
+    document = {"workspaces": {WS: {"policy_id": "pölicy", "version": "1", "hash": "aa"}}}
+    assert path.read_text(encoding="utf-8") == json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_a_floor_that_cannot_be_locked_or_recorded_says_so(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    try:
+        blocker.mkdir(parents=True, exist_ok=True)  # what the floor does for its lock file
+    except OSError as exc:
+        reason = exc.strerror
+    with pytest.raises(KeyringError) as locked:
+        RollbackFloor(blocker / "floor.json").get(WS)
+    assert locked.value.message == f"cannot lock the rollback floor: {reason}"
+
+    from sekuire.runtime import floor as module
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "atomic_write", full)
+    with pytest.raises(KeyringError) as recorded:
+        RollbackFloor(tmp_path / "floor.json").advance(WS, _entry("1"))
+    assert recorded.value.message == "cannot record the rollback floor: No space left on device"
 
 
 def test_a_floor_file_of_16_mib_is_read_and_one_byte_more_is_refused(tmp_path):
