@@ -228,7 +228,25 @@ def test_values_up_to_the_length_limit_pass_and_one_more_is_refused(field, char)
 def test_paths_up_to_the_segment_limit_pass_and_one_more_is_refused():
     MAX_PATH_SEGMENTS = 256  # documented in docs/architecture.md
 
+    for general in ("/\u00e9" * MAX_PATH_SEGMENTS, "/./a" * MAX_PATH_SEGMENTS):  # not the ASCII fast path
+        assert normalize_action({"type": "filesystem", "path": general})["path"] == general.replace("/.", "")
     deepest = "/a" * MAX_PATH_SEGMENTS
     assert normalize_action({"type": "filesystem", "path": deepest})["path"] == deepest
     with pytest.raises(InvalidActionError, match=f"more than {MAX_PATH_SEGMENTS} segments"):
         normalize_action({"type": "filesystem", "path": deepest + "/a"})
+
+
+@pytest.mark.parametrize(("action", "message"), [
+    ({"type": "tool", "name": ""}, "name must not be empty"),
+    ({"type": "tool", "name": "a\u0000"}, "name contains a control character"),
+    ({"type": "tool", "name": 5}, "name must be a string, not int"),
+    ({"type": "tool", "name": "\ud800"}, "name is not valid Unicode"),
+    ({"type": "model", "name": "gpt-4o", "provider": ""}, "provider must not be empty"),
+    ({"type": "network", "host": 5}, "host must be a string, not int"),
+    ({"type": "network", "host": "\u00e9" * 4097}, "host is longer than 4096 characters"),
+    ({"type": "filesystem", "path": "/\u00e9" * 257}, "path has more than 256 segments"),
+])
+def test_refusals_of_the_normaliser_word_for_word(action, message):
+    with pytest.raises(InvalidActionError) as info:
+        normalize_action(action)
+    assert str(info.value) == message
