@@ -148,7 +148,8 @@ def test_unsigned_is_accepted_only_when_allowed_and_then_loudly(url, backend, en
         client.fetch_active_policy(WS)
     with PolicyClient(url, keyring=vector_keyring, allow_unsigned=True) as client, caplog.at_level(logging.WARNING):
         assert client.fetch_active_policy(WS).signature_status == "unsigned"
-    assert "UNSIGNED" in caplog.text
+    assert "workspace ws_abc123: policy policy_xyz is UNSIGNED; accepted only because allow_unsigned=True" in \
+        [r.getMessage() for r in caplog.records]
 
 
 # -- rollback protection ------------------------------------------------------------------------------------------
@@ -236,8 +237,9 @@ def test_a_connection_cut_mid_body_is_refused(client, backend):
 
 def test_a_304_without_a_cached_policy_is_an_error(client, backend):
     backend.policy_status = 304
-    with pytest.raises(BackendError, match="304 Not Modified without a cached policy"):
+    with pytest.raises(BackendError) as info:
         client.fetch_active_policy(WS)
+    assert info.value.message == "304 Not Modified without a cached policy for this ETag"
 
 
 def test_no_etag_means_a_full_fetch_each_time(client, backend):
@@ -248,8 +250,13 @@ def test_no_etag_means_a_full_fetch_each_time(client, backend):
 
 
 def test_empty_workspace_is_a_caller_error(client):
-    with pytest.raises(ValueError, match="workspace_id"):
+    with pytest.raises(ValueError, match="^workspace_id must be a non-empty string$"):
         client.fetch_active_policy("")
+
+
+def test_the_backend_url_loses_only_its_trailing_slashes(vector_keyring):
+    with PolicyClient("http://127.0.0.1:1/prefiX//", keyring=vector_keyring) as client:
+        assert client.backend == "http://127.0.0.1:1/prefiX"
 
 
 # -- asyncio twin -------------------------------------------------------------------------------------------------
@@ -319,4 +326,5 @@ def test_a_policy_is_logged_as_accepted_once_not_on_each_revalidation(client, ca
         client.fetch_active_policy(WS)
         client.invalidate_cache(WS)  # a full refetch of the same policy
         client.fetch_active_policy(WS)
-    assert sum("accepted" in r.getMessage() for r in caplog.records) == 1
+    accepted = [r.getMessage() for r in caplog.records if "accepted" in r.getMessage()]
+    assert len(accepted) == 1 and accepted[0].startswith("workspace ws_abc123: policy policy_xyz (v1, hash ")
