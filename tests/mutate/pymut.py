@@ -36,7 +36,7 @@ TARGETS: dict[str, list[str]] = {
     "runtime/floor.py": ["tests/test_floor.py", "tests/test_trust.py", "tests/test_client.py"],
     "runtime/client.py": ["tests/test_client.py", "tests/test_trust.py"],
     "runtime/memo.py": ["tests/test_enforcer_memo.py", "tests/test_enforcer.py"],
-    "runtime/decision.py": ["tests/test_enforcer.py", "tests/test_batch.py"],
+    "runtime/decision.py": ["tests/test_decision_contract.py", "tests/test_enforcer.py", "tests/test_batch.py"],
     "runtime/enforcer.py": ["tests/test_enforcer.py", "tests/test_enforcer_memo.py", "tests/test_ratelimit.py"],
 }
 
