@@ -412,6 +412,8 @@ MODES = pytest.mark.parametrize("mode", ["sync", "async"])
         ((503, "text/plain", b"upstream down"), EngineUnavailable, "HTTP 503"),
         ((400, "application/json", b'{"code": "invalid_parameter", "message": "bad\\ninput"}'), EngineResponseError, "invalid_parameter: bad input"),
         ((404, "text/plain", b"not found"), EngineResponseError, "HTTP 404"),
+        ((302, "text/plain", b""), EngineResponseError, "HTTP 302: redirects are not followed"),
+        ((200, "application/json", b'{"result": "' + b"x" * (9 << 20) + b'"}'), EngineResponseError, "larger than"),
     ],
 )
 @MODES
