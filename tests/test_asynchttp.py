@@ -10,22 +10,15 @@ pieces (hypothesis): the same answer however the bytes arrive.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import http.client
 import http.server
-import ipaddress
 import json
 import ssl
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 from sekuire.runtime import EngineResponseError, EngineUnavailable, OPAEngine
@@ -34,6 +27,7 @@ from sekuire.runtime.httpparse import MAX_HEAD, Response
 from .conftest import OPAServer, wait_until
 from .enforcer_fixtures import write_bundle_dir
 from .hypothesis_profiles import PROPERTY_SETTINGS
+from .test_opa_config_services import _pki
 
 PATH = "sekuire/workspaces/ws_abc123/decision"
 TOOL = {"action": {"type": "tool", "name": "web_search"}, "context": {"agent": "a", "workspace": "ws_abc123"}}
@@ -183,28 +177,10 @@ def test_large_answers_of_the_real_opa_arrive_chunked_and_read_alike(compiled, o
 # -- TLS: the real OPA with a certificate made here --------------------------------------------------------------
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sekuire test OPA")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "opa.crt", directory / "opa.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_tls_to_the_real_opa_on_loopback(compiled, opa_bin, tmp_path):
-    cert, key = _certificate(tmp_path)
-    trusted = ssl.create_default_context(cafile=str(cert))
+    pki = _pki(tmp_path)  # a CA and a server certificate for 127.0.0.1
+    cert, key = pki["server"], pki["server-key"]
+    trusted = ssl.create_default_context(cafile=str(pki["ca"]))
     bundle = str(write_bundle_dir(compiled, tmp_path / "bundle"))
     server = OPAServer(opa_bin, ["--bundle", bundle, "--tls-cert-file", str(cert), "--tls-private-key-file", str(key)])
     server.start(wait_healthy=False)
